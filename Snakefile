@@ -1,0 +1,33 @@
+# magflow: from raw whole-slide images to magnification-robust foundation models and their reports.
+# Wiring only: configuration, validation, rule files and the final targets. Logic lives in src/magflow.
+import re
+
+from snakemake.utils import min_version, validate
+
+from magflow.config import check_config
+
+min_version("8.20")
+
+
+configfile: "config/config.yaml"
+
+
+check_config(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/preprocess.smk"
+
+
+wildcard_constraints:
+    slide_id="|".join(map(re.escape, SLIDE_IDS)),
+
+
+rule all:
+    input:
+        preprocess_targets(),
+    default_target: True

@@ -1,0 +1,121 @@
+"""The `magflow` command line: each pipeline step, callable outside Snakemake."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from magflow import __version__
+from magflow.errors import MagflowError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    from magflow.slides.phantom import PhantomSpec, write_phantom
+
+    spec = PhantomSpec(width_um=args.width_um, height_um=args.height_um, mpp=args.mpp, seed=args.seed,
+                       label=args.label, tissue=not args.no_tissue, write_mpp=not args.no_mpp)
+    out = Path(args.out_dir)
+    meta = write_phantom(spec, out / f"{args.slide_id}.tiff", out / f"{args.slide_id}.labels.png",
+                         out / f"{args.slide_id}.json")
+    print(json.dumps({k: meta[k] for k in ("slide_label", "class_fractions") if k in meta}, indent=2))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from magflow.slides.reader import Slide
+
+    with Slide(args.slide, args.slide_id, args.mpp) as slide:
+        print(json.dumps(slide.describe(), indent=2))
+    return 0
+
+
+def _mask(args: argparse.Namespace) -> int:
+    from magflow.preprocess.tissue import TissueParams
+    from magflow.preprocess.tissue_step import make_tissue_mask
+
+    slide_id = args.slide_id or Path(args.slide).stem
+    params = TissueParams(mpp=args.tissue_mpp, min_saturation=args.min_saturation)
+    result = make_tissue_mask(args.slide, slide_id, args.out_mask, args.out_qc, params, args.mpp)
+    print(f"{slide_id}: tissue fraction {result.tissue_fraction:.3f}"
+          + (f" (WARNING: {'; '.join(result.warnings)})" if result.warnings else ""))
+    return 0
+
+
+def _read(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from magflow.slides.reader import Slide
+
+    with Slide(args.slide, None, args.mpp) as slide:
+        pixels, achieved = slide.read_region(args.x, args.y, args.size, args.size, args.target_mpp)
+    Image.fromarray(pixels).save(args.out)
+    print(f"wrote {args.out}: {args.size}x{args.size} px at {achieved:g} mpp")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="magflow", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"magflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    steps = parser.add_subparsers(dest="step", required=True)
+
+    p = steps.add_parser("phantom", help="write a synthetic H&E-like phantom slide with ground truth")
+    p.add_argument("out_dir")
+    p.add_argument("--slide-id", default="phantom")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", type=int, choices=(0, 1), default=0, help="1: the rare class is present")
+    p.add_argument("--width-um", type=float, default=2048.0)
+    p.add_argument("--height-um", type=float, default=2048.0)
+    p.add_argument("--mpp", type=float, default=0.25, help="level-0 microns per pixel")
+    p.add_argument("--no-tissue", action="store_true", help="glass only (for testing empty masks)")
+    p.add_argument("--no-mpp", action="store_true", help="omit the mpp from the metadata")
+    p.set_defaults(handler=_phantom)
+
+    p = steps.add_parser("info", help="print a slide's levels, mpp and where the mpp came from")
+    p.add_argument("slide")
+    p.add_argument("--slide-id")
+    p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column (wins over metadata)")
+    p.set_defaults(handler=_info)
+
+    p = steps.add_parser("mask", help="compute a tissue mask and its QC picture")
+    p.add_argument("slide")
+    p.add_argument("--slide-id")
+    p.add_argument("--out-mask", required=True, help="output HDF5 file")
+    p.add_argument("--out-qc", required=True, help="output PNG file")
+    p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column")
+    p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the mask (µm/px)")
+    p.add_argument("--min-saturation", type=float, default=0.05)
+    p.set_defaults(handler=_mask)
+
+    p = steps.add_parser("read", help="read one square patch at a target mpp into a PNG")
+    p.add_argument("slide")
+    p.add_argument("--x", type=float, required=True, help="level-0 left (px)")
+    p.add_argument("--y", type=float, required=True, help="level-0 top (px)")
+    p.add_argument("--size", type=int, default=224, help="output size (px)")
+    p.add_argument("--target-mpp", type=float, required=True)
+    p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=_read)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except MagflowError as error:
+        print(f"magflow {args.step}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The slide sheet: one row per slide (slide_id, path, mpp?, split, group?, label?, annotation?)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from magflow.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+REQUIRED = ("slide_id", "path", "split")
+OPTIONAL = ("mpp", "group", "label", "annotation")
+SLIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # used in file names and Snakemake wildcards
+
+
+@dataclass(frozen=True)
+class SlideEntry:
+    slide_id: str
+    path: str
+    split: str
+    mpp: float | None = None
+    group: str | None = None
+    label: str | None = None
+    annotation: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _mpp(value: str, where: str) -> float | None:
+    if value.strip() == "":
+        return None
+    try:
+        mpp = float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: mpp '{value}' is not a number; give microns per pixel (e.g. 0.25) "
+                          "or leave it empty to read it from the file") from None
+    if not math.isfinite(mpp) or mpp <= 0:
+        raise ConfigError(f"{where}: mpp must be a positive number of microns per pixel, got '{value}'")
+    return mpp
+
+
+def read_sheet(path: str | os.PathLike[str]) -> list[SlideEntry]:
+    """Read and check a tab-separated slide sheet; every error names the file, row and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"slide sheet '{path}' not found: set `slides` in the config to a TSV file "
+                          f"with columns {', '.join(REQUIRED + OPTIONAL)}")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader((line for line in handle if not line.startswith("#")), delimiter="\t")
+        columns = reader.fieldnames or []
+        missing = [c for c in REQUIRED if c not in columns]
+        unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
+        if missing or unknown:
+            raise ConfigError(f"slide sheet '{path}': missing columns {missing}, unknown columns {unknown}; "
+                              f"allowed: {', '.join(REQUIRED + OPTIONAL)} (tab-separated)")
+        entries: list[SlideEntry] = []
+        for row_number, row in enumerate(reader, start=2):
+            where = f"slide sheet '{path}' row {row_number}"
+            values = {k: (v or "").strip() for k, v in row.items() if k is not None}
+            for key in REQUIRED:
+                if not values.get(key):
+                    raise ConfigError(f"{where}: column '{key}' is empty")
+            if not SLIDE_ID.match(values["slide_id"]):
+                raise ConfigError(f"{where}: slide_id '{values['slide_id']}' may use only letters, digits, "
+                                  "'.', '_' and '-' (it becomes a file name)")
+            if values["split"] not in SPLITS:
+                raise ConfigError(f"{where}: split '{values['split']}' must be one of {', '.join(SPLITS)}")
+            entries.append(SlideEntry(
+                slide_id=values["slide_id"], path=values["path"], split=values["split"],
+                mpp=_mpp(values.get("mpp", ""), where),
+                group=values.get("group") or None, label=values.get("label") or None,
+                annotation=values.get("annotation") or None,
+            ))
+    ids = [e.slide_id for e in entries]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ConfigError(f"slide sheet '{path}': slide_id must be unique; repeated: {', '.join(duplicates)}")
+    if not entries:
+        raise ConfigError(f"slide sheet '{path}' lists no slides")
+    return entries

@@ -1,0 +1,33 @@
+# Helpers for every stage: the slide sheet (read and validated once) and the target lists.
+import pandas as pd
+
+from magflow.sheet import read_sheet
+
+SLIDE_ENTRIES = read_sheet(config["slides"])
+SLIDES = pd.DataFrame([entry.as_dict() for entry in SLIDE_ENTRIES]).set_index("slide_id", drop=False)
+validate(SLIDES.astype(object).where(SLIDES.notna(), None), "../schemas/slides.schema.yaml")
+SLIDE_IDS = list(SLIDES.index)
+
+
+def slide_entry(slide_id):
+    return SLIDES.loc[slide_id]
+
+
+def slide_path(wildcards):
+    return slide_entry(wildcards.slide_id)["path"]
+
+
+def slide_mpp(wildcards):
+    mpp = slide_entry(wildcards.slide_id)["mpp"]
+    return None if pd.isna(mpp) else float(mpp)
+
+
+def slide_label(wildcards):
+    label = slide_entry(wildcards.slide_id)["label"]
+    return None if pd.isna(label) else str(label)
+
+
+def preprocess_targets():
+    return expand(
+        ["results/masks/{slide_id}.h5", "results/masks/{slide_id}.qc.png"], slide_id=SLIDE_IDS
+    ) + ["results/qc/slides.html"]

@@ -1,0 +1,60 @@
+# Slide preparation: demo phantom slides, tissue masks, and the slide QC table.
+
+
+rule phantom:
+    output:
+        slide="results/phantom/{slide_id}.tiff",
+        labels="results/phantom/{slide_id}.labels.png",
+        meta="results/phantom/{slide_id}.json",
+    params:
+        label=slide_label,
+        settings=config["phantom"],
+    log:
+        "logs/phantom/{slide_id}.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/phantom.py"
+
+
+rule tissue_mask:
+    input:
+        slide=slide_path,
+    output:
+        mask="results/masks/{slide_id}.h5",
+        qc=report(
+            "results/masks/{slide_id}.qc.png",
+            caption="../report/tissue_mask.rst",
+            category="1. Slides",
+            subcategory="Tissue masks",
+            labels={"slide": "{slide_id}"},
+        ),
+    params:
+        sheet_mpp=slide_mpp,
+        tissue=config["tissue"],
+        tolerance=config["read"]["upsample_tolerance"],
+    log:
+        "logs/tissue_mask/{slide_id}.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/tissue_mask.py"
+
+
+rule slide_qc_table:
+    input:
+        masks=expand("results/masks/{slide_id}.h5", slide_id=SLIDE_IDS),
+    output:
+        tsv="results/qc/slides.tsv",
+        html=report(
+            "results/qc/slides.html",
+            caption="../report/slide_table.rst",
+            category="1. Slides",
+            subcategory="Overview",
+        ),
+    log:
+        "logs/slide_qc_table.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/slide_qc_table.py"

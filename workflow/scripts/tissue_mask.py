@@ -1,0 +1,15 @@
+from magflow.logs import log_to_file
+from magflow.preprocess.tissue import TissueParams
+from magflow.preprocess.tissue_step import make_tissue_mask
+
+log_to_file(snakemake.log[0])
+make_tissue_mask(
+    snakemake.input.slide,
+    snakemake.wildcards.slide_id,
+    snakemake.output.mask,
+    snakemake.output.qc,
+    TissueParams(**snakemake.params.tissue),
+    sheet_mpp=snakemake.params.sheet_mpp,
+    tolerance=snakemake.params.tolerance,
+    config=snakemake.config,
+)
