@@ -35,13 +35,18 @@ def explain_open_failure(path: Path, slide: str) -> str:
 
 
 def _explain_tiff(path: Path, where: str) -> str:
+    size = path.stat().st_size
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             tiled = bool(getattr(page, "is_tiled", False))
+            ends = [int(o) + int(c) for p in tif.pages for o, c in zip(p.dataoffsets, p.databytecounts)]
     except Exception as error:  # noqa: BLE001 - any parse failure means the same thing to the user
         return (f"{where}: the TIFF structure cannot be parsed ({type(error).__name__}: {error}); the file "
                 "is corrupt or truncated. Re-copy or re-export it, or drop it from the slide sheet.")
+    if ends and max(ends) > size:
+        return (f"{where}: the file is truncated: its TIFF directory points {max(ends) - size} bytes past "
+                "the end of the file (corrupt or truncated copy). Re-copy it, or drop it from the slide sheet.")
     if not tiled:
         return (f"{where}: a plain (strip-based) TIFF, not a tiled whole-slide image. Convert it to a "
                 "tiled pyramidal TIFF (e.g. `vips tiffsave in.tif out.tif --tile --pyramid "

@@ -1,0 +1,18 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def real_slide() -> Path:
+    """The real Aperio slide named by MAGFLOW_TEST_SLIDE (CMU-1-Small-Region.svs); skipped when absent."""
+    path = os.environ.get("MAGFLOW_TEST_SLIDE", "")
+    if not path or not Path(path).is_file():
+        pytest.skip("set MAGFLOW_TEST_SLIDE to CMU-1-Small-Region.svs to run the real-slide tests")
+    return Path(path).resolve()
