@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 def real_slide() -> Path:
     """The real Aperio slide named by MAGFLOW_TEST_SLIDE (CMU-1-Small-Region.svs); skipped when absent."""
     path = os.environ.get("MAGFLOW_TEST_SLIDE", "")
-    if not path or not Path(path).is_file():
+    if not path:
         pytest.skip("set MAGFLOW_TEST_SLIDE to CMU-1-Small-Region.svs to run the real-slide tests")
+    if not Path(path).is_file():
+        pytest.fail(f"MAGFLOW_TEST_SLIDE is set but {path} does not exist")
     return Path(path).resolve()

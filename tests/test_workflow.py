@@ -1,0 +1,123 @@
+"""The Snakemake workflow on a tiny phantom config in a temporary directory."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+pytestmark = pytest.mark.slow
+
+
+def run(args, cwd, timeout=600):
+    return subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def make_project(root: Path, rows: list[str], **config_overrides) -> Path:
+    """A working directory with the repo's config, a tiny phantom setting and the given sheet rows."""
+    (root / "config").mkdir(parents=True)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["phantom"].update(width_um=768, height_um=768, per_slide={"tiny_20x": {"mpp": 0.5}})
+    config.update(config_overrides)
+    (root / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    header = "slide_id\tpath\tmpp\tsplit\tgroup\tlabel\n"
+    (root / "config" / "slides.tsv").write_text(header + "".join(r + "\n" for r in rows))
+    return root
+
+
+PHANTOM_ROWS = [
+    "tiny_a\tresults/phantom/tiny_a.tiff\t\ttrain\tp1\t1",
+    "tiny_20x\tresults/phantom/tiny_20x.tiff\t\ttest\tp2\t0",
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """Run the workflow with two phantoms, the real slide (when available) and one corrupt slide."""
+    root = tmp_path_factory.mktemp("wf")
+    bad = root / "bad.svs"
+    bad.write_bytes(b"II*\x00" + os.urandom(5000))
+    rows = PHANTOM_ROWS + [f"bad_slide\t{bad}\t\ttest\tp3\t0"]
+    real = os.environ.get("MAGFLOW_TEST_SLIDE")
+    if real and Path(real).is_file():
+        rows.append(f"cmu_small\t{Path(real).resolve()}\t\ttrain\tp4\t")
+    make_project(root, rows)
+    first = run(["-s", str(REPO / "Snakefile"), "--cores", "2", "--keep-going"], root)
+    return root, first, bool(real)
+
+
+def test_bad_slide_fails_alone_and_names_itself(finished_run):
+    root, first, _ = finished_run
+    assert first.returncode != 0, "a corrupt slide must fail its job"
+    log = (root / "logs" / "tissue_mask" / "bad_slide.log").read_text()
+    assert "bad_slide" in log and "corrupt" in log
+    assert not (root / "results" / "masks" / "bad_slide.h5").exists()
+    leftovers = [p.name for p in (root / "results").rglob("*") if ".tmp-" in p.name]
+    assert not leftovers, f"partial outputs left behind: {leftovers}"
+    for slide_id in ("tiny_a", "tiny_20x"):  # --keep-going finished the others
+        assert (root / "results" / "masks" / f"{slide_id}.qc.png").stat().st_size > 1000
+        assert (root / "results" / "phantom" / f"{slide_id}.labels.png").exists()
+
+
+def test_rerun_without_the_bad_slide_completes_with_summary_and_report(finished_run):
+    root, _, with_real = finished_run
+    sheet = root / "config" / "slides.tsv"
+    sheet.write_text("".join(line + "\n" for line in sheet.read_text().splitlines() if "bad_slide" not in line))
+    second = run(["-s", str(REPO / "Snakefile"), "--cores", "2"], root)
+    assert second.returncode == 0, second.stderr[-3000:]
+    table = (root / "results" / "qc" / "slides.tsv").read_text()
+    assert "tiny_a\t0.25\topenslide.mpp" in table and "tiny_20x\t0.5\topenslide.mpp" in table
+    if with_real:
+        assert "cmu_small\t0.499\topenslide.mpp" in table
+    assert "tiny_a" in (root / "results" / "qc" / "slides.html").read_text()
+    report = run(["-s", str(REPO / "Snakefile"), "--report", "report.html"], root)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (root / "report.html").stat().st_size > 10000
+    nothing = run(["-s", str(REPO / "Snakefile"), "-n"], root)
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+
+
+def test_dry_run_of_the_default_config_plans_every_job():
+    result = run(["-n"], REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    for line in ("phantom               5", "tissue_mask           5", "slide_qc_table        1"):
+        assert line in out, out[-2000:]
+
+
+def test_lint_is_clean():
+    result = run(["--lint"], REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_config_errors_stop_before_any_job(tmp_path):
+    root = make_project(tmp_path, PHANTOM_ROWS)
+    result = run(["-s", str(REPO / "Snakefile"), "-n", "--config", "bogus_key=1"], root)
+    assert result.returncode != 0 and "unknown config key 'bogus_key'" in result.stderr
+    result = run(["-s", str(REPO / "Snakefile"), "-n", "--config", "tissue={'mpp': 'x'}"], root)
+    assert result.returncode != 0 and "'tissue.mpp': 'x' is not of type 'number'" in result.stderr
+    assert not (root / "results").exists()
+
+
+def test_missing_slide_file_is_named(tmp_path):
+    root = make_project(tmp_path, ["ghost\tdata/ghost.svs\t\ttest\tp9\t"])
+    result = run(["-s", str(REPO / "Snakefile"), "--cores", "1"], root)
+    assert result.returncode != 0
+    assert "data/ghost.svs" in result.stderr and "ghost" in result.stderr
+
+
+def test_cli_phantom_info_and_mask(tmp_path):
+    magflow = [sys.executable, "-m", "magflow.cli"]
+    made = subprocess.run(magflow + ["phantom", str(tmp_path), "--slide-id", "p", "--width-um", "512",
+                                     "--height-um", "512", "--label", "1"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    info = subprocess.run(magflow + ["info", str(tmp_path / "p.tiff")], capture_output=True, text=True)
+    assert '"mpp_source": "openslide.mpp"' in info.stdout
+    bad = subprocess.run(magflow + ["info", str(tmp_path / "missing.svs")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "file not found" in bad.stderr and "Traceback" not in bad.stderr
+    shutil.rmtree(tmp_path)
