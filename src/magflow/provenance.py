@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ PACKAGES = ("numpy", "scipy", "torch", "torchvision", "timm", "openslide-python"
             "h5py", "tifffile", "scikit-learn", "snakemake")
 
 
+@lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
     out: dict[str, str] = {}
     for name in PACKAGES:
@@ -27,6 +29,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=1)
 def git_commit() -> dict[str, Any]:
     """The commit of the magflow checkout (or of the working directory), and whether it was dirty."""
     for where in (Path(magflow.__file__).resolve().parent, Path.cwd()):
@@ -49,8 +52,8 @@ def collect(config: Mapping[str, Any] | None = None, seeds: Mapping[str, int] | 
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": package_versions(),
-        "git": git_commit(),
+        "packages": dict(package_versions()),
+        "git": dict(git_commit()),
         "config": dict(config) if config is not None else None,
         "seeds": dict(seeds) if seeds else {},
         "precision": precision,

@@ -16,6 +16,7 @@ from PIL import Image
 from magflow.errors import SlideError, UpsamplingError
 from magflow.slides.diagnose import explain_open_failure
 from magflow.slides.mpp import MppInfo, resolve_mpp
+from magflow.slides.tiff_tiles import TiffTileDecoder
 
 INTERPOLATIONS = {
     "area": Image.Resampling.BOX,
@@ -23,6 +24,9 @@ INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
 }
 DEFAULT_TOLERANCE = 0.02
+FAST_VENDORS = ("aperio", "generic-tiff")
+# The direct tile decoder must reproduce OpenSlide's pixels; libjpeg builds may differ by an IDCT rounding.
+FAST_MAX_ABS_DIFF, FAST_MEAN_ABS_DIFF = 8, 0.5
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,14 @@ class Slide:
     """An opened WSI with a trustworthy mpp. Use as a context manager, or call ``close()``."""
 
     def __init__(self, path: str | os.PathLike[str], slide_id: str | None = None,
-                 sheet_mpp: float | None = None, tolerance: float = DEFAULT_TOLERANCE) -> None:
+                 sheet_mpp: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                 fast_decode: bool = True) -> None:
         self.path = Path(path)
         self.slide_id = slide_id or self.path.stem
         self.tolerance = tolerance
+        self._fast_wanted = fast_decode
+        self._fast: TiffTileDecoder | None = None
+        self.decoder = "openslide"
         try:
             self._osr = openslide.OpenSlide(str(self.path))
         except (openslide.OpenSlideError, OSError) as error:
@@ -139,6 +147,7 @@ class Slide:
             "mpp_source": self.mpp_info.source,
             "metadata_mpp": meta.mpp if meta else None,
             "dimensions": list(self.dimensions),
+            "decoder": self.decoder,
             "levels": [[lv.downsample, lv.mpp, lv.width, lv.height] for lv in self.levels],
             **slide_identity(self.path),
         }
@@ -147,17 +156,59 @@ class Slide:
     def plan(self, target_mpp: float) -> ReadPlan:
         return plan_read(self.levels, target_mpp, self.slide_id, self.tolerance)
 
-    def read_level(self, level: int, x0: int, y0: int, width: int, height: int) -> np.ndarray:
-        """Read ``width``×``height`` level pixels whose top-left is (x0, y0) in level-0 pixels."""
+    def enable_fast_decode(self) -> bool:
+        """Switch to direct TIFF tile decoding if it reproduces OpenSlide's pixels on this slide.
+
+        The spot check compares a central region of level 0 and the whole smallest level.
+        """
+        if self._fast is not None or not self._fast_wanted or self.vendor not in FAST_VENDORS:
+            return self._fast is not None
+        try:
+            decoder = TiffTileDecoder(self.path, [(lv.width, lv.height) for lv in self.levels])
+        except Exception:  # noqa: BLE001 - any layout tifffile cannot map: stay on OpenSlide
+            return False
+        last = self.levels[-1]
+        w0, h0 = min(256, self.levels[0].width), min(256, self.levels[0].height)
+        x0, y0 = (self.levels[0].width - w0) // 2, (self.levels[0].height - h0) // 2
+        checks = [(0, x0, y0, w0, h0)]
+        if last.index:
+            checks.append((last.index, 0, 0, min(last.width, 256), min(last.height, 256)))
+        try:
+            for level, x, y, w, h in checks:
+                ds = self.levels[level].downsample
+                reference = self._read_openslide(level, round(x * ds), round(y * ds), w, h)
+                diff = np.abs(decoder.read(level, x, y, w, h).astype(np.int16) - reference)
+                if diff.max() > FAST_MAX_ABS_DIFF or diff.mean() > FAST_MEAN_ABS_DIFF:
+                    raise ValueError("pixels differ from OpenSlide")
+        except Exception:  # noqa: BLE001 - a failed spot check means: use OpenSlide
+            decoder.close()
+            return False
+        self._fast, self.decoder = decoder, "tifffile"
+        return True
+
+    def _read_error(self, level: int, x0: int, y0: int, width: int, height: int, error: Exception) -> SlideError:
+        return SlideError(
+            f"Slide '{self.slide_id}' ({self.path}): failed to decode the region at level {level}, "
+            f"({x0}, {y0}) size {width}x{height}: {error}. The file is probably corrupt or truncated; "
+            "re-copy or re-export it, or drop it from the slide sheet."
+        )
+
+    def _read_openslide(self, level: int, x0: int, y0: int, width: int, height: int) -> np.ndarray:
         try:
             image = self._osr.read_region((int(x0), int(y0)), level, (int(width), int(height)))
         except openslide.OpenSlideError as error:
-            raise SlideError(
-                f"Slide '{self.slide_id}' ({self.path}): OpenSlide failed to decode the region at "
-                f"level {level}, ({x0}, {y0}) size {width}x{height}: {error}. The file is probably "
-                "corrupt or truncated; re-copy or re-export it, or drop it from the slide sheet."
-            ) from error
+            raise self._read_error(level, x0, y0, width, height, error) from error
         return _rgba_to_rgb_on_white(image)
+
+    def read_level(self, level: int, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+        """Read ``width``×``height`` level pixels whose top-left is (x0, y0) in level-0 pixels."""
+        if self._fast is None:
+            return self._read_openslide(level, x0, y0, width, height)
+        ds = self.levels[level].downsample
+        try:
+            return self._fast.read(level, round(x0 / ds), round(y0 / ds), int(width), int(height))
+        except Exception as error:  # noqa: BLE001 - any decode failure is a damaged slide
+            raise self._read_error(level, x0, y0, width, height, error) from error
 
     def read_region(self, x0: float, y0: float, width: int, height: int, target_mpp: float,
                     interpolation: str = "area") -> tuple[np.ndarray, float]:
@@ -169,8 +220,13 @@ class Slide:
         level = self.levels[plan.level]
         if plan.scale == 1.0:
             return self.read_level(plan.level, round(x0), round(y0), width, height), plan.achieved_mpp
-        # Fractional window in level pixels, read on an integer grid, resampled with a float box.
         lx, ly = x0 / level.downsample, y0 / level.downsample
+        whole = round(plan.scale)
+        if interpolation == "area" and abs(plan.scale - whole) < 1e-9 and lx.is_integer() and ly.is_integer():
+            # Whole factor on whole pixels: an exact k×k box average, much faster than a general resize.
+            pixels = self.read_level(plan.level, round(x0), round(y0), width * whole, height * whole)
+            return np.asarray(Image.fromarray(pixels).reduce(whole)), plan.achieved_mpp
+        # Fractional window in level pixels, read on an integer grid, resampled with a float box.
         lw, lh = width * plan.scale, height * plan.scale
         ix0, iy0 = math.floor(lx), math.floor(ly)
         ix1, iy1 = math.ceil(lx + lw), math.ceil(ly + lh)
@@ -202,6 +258,8 @@ class Slide:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         self._osr.close()
 
     def __enter__(self) -> Slide:

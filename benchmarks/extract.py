@@ -1,0 +1,107 @@
+"""Multi-scale tile extraction vs. the bare OpenSlide read loop, on the same slide, in one run.
+
+    python benchmarks/extract.py SLIDE [--workers 1 2] [--repeats 3]
+
+(a) a bare ``OpenSlide.read_region`` loop over the level-0 tissue area in 224 px tiles: the tiles
+    covering the kept cells of the train tile set's finest servable scale;
+(a+) the same loop over the whole level-0 area extraction must decode (tissue plus the centred
+    context windows of every scale), for reference;
+(b) full multi-scale extraction of the ``train`` tile set (0.25/0.5/1.0/2.0 mpp, C=224, S=448),
+    including the HDF5 write.
+Throughput is in tiles-equivalent per second (the tissue area in 224×224 level-0 tiles, divided by
+the wall time), so b/a is the fraction of bare decode speed that full extraction reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import openslide
+
+from magflow.preprocess.extract import TileSetParams, _plan_jobs, _plan_scales_and_cells, extract_tiles
+from magflow.preprocess.mask_store import read_mask
+from magflow.preprocess.tissue import TissueParams
+from magflow.preprocess.tissue_step import make_tissue_mask
+from magflow.slides.reader import Slide
+
+TRAIN = TileSetParams("train", [0.25, 0.5, 1.0, 2.0], cell_px=224, source_px=448, min_tissue=0.5)
+TILE = 224
+
+
+def tissue_tiles(slide: Slide, mask_path: Path) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Level-0 224 px tiles over (1) the finest scale's kept cells and (2) the area extraction decodes."""
+    mask, _ = read_mask(mask_path)
+    scales, _ = _plan_scales_and_cells(slide, mask, TRAIN)
+    finest = scales[0]
+    step = finest.grid_def.cell_level0
+    tissue = {(int(round(c * step + dx)), int(round(r * step + dy)))
+              for c, r in finest.grid for dx in np.arange(0, step - 1e-6, TILE) for dy in np.arange(0, step - 1e-6, TILE)}
+    decoded: set[tuple[int, int]] = set()
+    to_level0 = finest.plan.achieved_mpp / slide.mpp
+    for job in _plan_jobs(scales, TRAIN):
+        for x in range(int(job.x0 * to_level0) // TILE, int(np.ceil(job.x1 * to_level0 / TILE))):
+            for y in range(int(job.y0 * to_level0) // TILE, int(np.ceil(job.y1 * to_level0 / TILE))):
+                decoded.add((x * TILE, y * TILE))
+    return sorted(tissue), sorted(decoded)
+
+
+def _bare(args: tuple[str, list[tuple[int, int]]]) -> int:
+    path, tiles = args
+    slide = openslide.OpenSlide(path)
+    for x, y in tiles:
+        slide.read_region((x, y), 0, (TILE, TILE))
+    slide.close()
+    return len(tiles)
+
+
+def bare_loop(path: str, tiles: list[tuple[int, int]], workers: int) -> float:
+    start = time.perf_counter()
+    if workers == 1:
+        _bare((path, tiles))
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_bare, [(path, tiles[i::workers]) for i in range(workers)]))
+    return time.perf_counter() - start
+
+
+def extraction(path: str, mask: Path, out: Path, workers: int) -> float:
+    start = time.perf_counter()
+    extract_tiles(path, "bench", mask, out, TRAIN, workers=workers, progress=False)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("slide")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3, help="best of N for every timing")
+    args = parser.parse_args()
+    path = str(Path(args.slide).resolve())
+    with tempfile.TemporaryDirectory() as tmp:
+        mask = Path(tmp) / "mask.h5"
+        make_tissue_mask(path, "bench", mask, Path(tmp) / "qc.png", TissueParams())
+        with Slide(path) as slide:
+            tissue, decoded = tissue_tiles(slide, mask)
+            print(f"slide {Path(path).name}: {slide.dimensions[0]}x{slide.dimensions[1]} px, {slide.mpp:g} mpp; "
+                  f"tissue area {len(tissue)} tiles-eq; extraction decodes {len(decoded)} tiles-eq "
+                  "(tissue + context windows)")
+        extraction(path, mask, Path(tmp) / "warm.h5", 1)  # warm the page cache and imports
+        for workers in args.workers:
+            a = min(bare_loop(path, tissue, workers) for _ in range(args.repeats))
+            a_plus = min(bare_loop(path, decoded, workers) for _ in range(args.repeats))
+            b = min(extraction(path, mask, Path(tmp) / f"store{workers}_{r}.h5", workers)
+                    for r in range(args.repeats))
+            n = len(tissue)
+            print(f"workers={workers}: (a) bare loop {n / a:7.1f} tiles-eq/s ({a * 1000:.0f} ms) | "
+                  f"(a+) bare loop over decoded area {len(decoded) / a_plus:7.1f} tiles/s ({a_plus * 1000:.0f} ms) | "
+                  f"(b) extraction {n / b:7.1f} tiles-eq/s ({b * 1000:.0f} ms)")
+            print(f"workers={workers}: ratio b/a = {a / b:.2f}   (b vs a+, same decoded area: {a_plus / b:.2f})")
+
+
+if __name__ == "__main__":
+    main()

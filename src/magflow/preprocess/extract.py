@@ -1,0 +1,243 @@
+"""Multi-scale tile extraction: each tissue block is decoded once and every scale is cut from it.
+
+The slide is cut into blocks aligned to the coarsest grid. A block's pixels are read once, at the
+finest scale it needs, over the union of its tiles' source windows; every coarser scale is an exact
+area reduction (a whole factor) of that buffer, and tiles are slices of the per-scale buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from magflow import __version__, provenance
+from magflow.errors import ConfigError
+from magflow.preprocess.mask_store import read_mask
+from magflow.preprocess.tissue import TissueMask
+from magflow.preprocess.scales import ScalePlan, SkippedScale, plan_scales
+from magflow.preprocess.store import ScaleContent, StoreWriter
+from magflow.preprocess.tiling import ScaleGrid, make_grid, select_cells, tissue_fractions
+from magflow.slides.reader import DEFAULT_TOLERANCE, Slide
+
+log = logging.getLogger(__name__)
+BLOCK_FINEST_PX = 4096  # target block width in finest-scale pixels (bounds memory per block)
+
+
+@dataclass(frozen=True)
+class TileSetParams:
+    name: str
+    scales: list[float]
+    cell_px: int = 224
+    source_px: int = 224
+    min_tissue: float = 0.5
+    max_tiles_per_scale: int | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        where = f"tilesets.{self.name}"
+        if self.source_px < self.cell_px or (self.source_px - self.cell_px) % 2:
+            raise ConfigError(f"{where}: source_px ({self.source_px}) must be ≥ cell_px ({self.cell_px}) and "
+                              "differ from it by an even number, so the context window is centred on whole pixels")
+        if len(set(self.scales)) != len(self.scales) or not self.scales:
+            raise ConfigError(f"{where}: scales must be a non-empty list of distinct mpps, got {self.scales}")
+
+
+@dataclass
+class _Scale:
+    plan: ScalePlan
+    grid_def: ScaleGrid
+    grid: np.ndarray           # (N, 2) col, row, raster order
+    tissue: np.ndarray
+    available: int
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One block: read [x0, x1)×[y0, y1) finest-scale pixels at base factor kb, cut the listed tiles."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    base: int
+    tiles: tuple[tuple[int, int, int, int], ...]  # (scale index, store row, src x, src y) in finest px
+
+
+def _cell_rng(seed: int, slide_id: str, target: float) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(slide_id.encode()), int(round(target * 1000))])
+
+
+def _plan_jobs(scales: list[_Scale], params: TileSetParams) -> list[_Job]:
+    """Group every kept tile of every scale into blocks aligned to the coarsest grid."""
+    top = max(s.plan.factor for s in scales)
+    per_coarse = top * params.cell_px
+    block = per_coarse * max(1, round(BLOCK_FINEST_PX / per_coarse))
+    margin = (params.source_px - params.cell_px) // 2
+    grouped: dict[tuple[int, int], list[tuple[int, int, int, int]]] = defaultdict(list)
+    for index, scale in enumerate(scales):
+        k = scale.plan.factor
+        for row, (col, grid_row) in enumerate(scale.grid):
+            cx, cy = k * params.cell_px * int(col), k * params.cell_px * int(grid_row)
+            grouped[(cy // block, cx // block)].append((index, row, cx - k * margin, cy - k * margin))
+    jobs = []
+    for key in sorted(grouped):
+        tiles = grouped[key]
+        base = min(scales[t[0]].plan.factor for t in tiles)
+        spans = [scales[t[0]].plan.factor * params.source_px for t in tiles]
+        x0 = min(t[2] for t in tiles) // top * top
+        y0 = min(t[3] for t in tiles) // top * top
+        x1 = -(-max(t[2] + s for t, s in zip(tiles, spans)) // top) * top
+        y1 = -(-max(t[3] + s for t, s in zip(tiles, spans)) // top) * top
+        jobs.append(_Job(x0, y0, x1, y1, base, tuple(tiles)))
+    return jobs
+
+
+_worker: dict[str, Any] = {}
+
+
+def _set_worker(slide: Slide, finest_mpp: float, factors: list[int], source_px: int) -> None:
+    _worker.update(slide=slide, finest_mpp=finest_mpp, factors=factors, source_px=source_px)
+
+
+def _open_worker(path: str, slide_id: str, sheet_mpp: float | None, tolerance: float,
+                 finest_mpp: float, factors: list[int], source_px: int) -> None:
+    """Process-pool initializer: each worker opens the slide once."""
+    slide = Slide(path, slide_id, sheet_mpp, tolerance)
+    slide.enable_fast_decode()
+    _set_worker(slide, finest_mpp, factors, source_px)
+
+
+def _run_job(job: _Job) -> list[tuple[int, int, np.ndarray]]:
+    """Decode one block once and cut all its tiles at every scale."""
+    slide: Slide = _worker["slide"]
+    finest: float = _worker["finest_mpp"]
+    factors: list[int] = _worker["factors"]
+    source_px: int = _worker["source_px"]
+    to_level0 = finest / slide.mpp  # level-0 pixels per finest-scale pixel
+    base_mpp = finest * job.base
+    width, height = (job.x1 - job.x0) // job.base, (job.y1 - job.y0) // job.base
+    buffer, _ = slide.read_region(job.x0 * to_level0, job.y0 * to_level0, width, height, base_mpp)
+    reduced = _reductions(buffer, job.base, sorted({factors[t[0]] for t in job.tiles}))
+    out = []
+    for index, row, sx, sy in job.tiles:
+        k = factors[index]
+        x, y = (sx - job.x0) // k, (sy - job.y0) // k
+        out.append((index, row, reduced[k][y:y + source_px, x:x + source_px]))
+    return out
+
+
+def _reductions(buffer: np.ndarray, base: int, factors: list[int]) -> dict[int, np.ndarray]:
+    """The block at every needed factor, each an exact box mean of the decoded buffer.
+
+    Each is reduced from the buffer itself, not from the previous scale, so rounding never accumulates
+    (every pixel is within 0.5 of the exact area mean).
+    """
+    arrays = {base: buffer}
+    image = None
+    for k in factors:
+        if k != base:
+            image = image or Image.fromarray(buffer)
+            arrays[k] = np.asarray(image.reduce(k // base))
+    return arrays
+
+
+def _empty_reason(mask_empty: bool, scales: list[_Scale], skipped: list[SkippedScale]) -> str:
+    if not scales:
+        return "no scale of the tile set can be served without upsampling: " + "; ".join(
+            s.reason for s in skipped)
+    if mask_empty:
+        return "the tissue mask is empty (no tissue detected on this slide)"
+    if not any(len(s.grid) for s in scales):
+        return "no cell reaches the tile set's min_tissue fraction"
+    return ""
+
+
+def _plan_scales_and_cells(slide: Slide, mask: TissueMask, params: TileSetParams
+                           ) -> tuple[list[_Scale], list[SkippedScale]]:
+    """Per servable scale: its grid, the kept cells and their tissue fractions."""
+    plans, skipped = plan_scales(slide, params.scales)
+    for skip in skipped:
+        log.warning("%s: skipping %g mpp: %s", slide.slide_id, skip.target_mpp, skip.reason)
+    scales = []
+    for plan in plans:
+        grid_def = make_grid(plan.target_mpp, plan.achieved_mpp, params.cell_px, slide.mpp, slide.dimensions)
+        fractions = tissue_fractions(mask.mask, mask.mpp, grid_def)
+        cells, available = select_cells(fractions, params.min_tissue, params.max_tiles_per_scale,
+                                        _cell_rng(params.seed, slide.slide_id, plan.target_mpp))
+        level = slide.plan(plan.achieved_mpp)
+        scales.append(_Scale(plan, grid_def, cells, fractions[cells[:, 1], cells[:, 0]], available, {
+            "target_mpp": plan.target_mpp, "mpp": plan.achieved_mpp, "read_level": level.level,
+            "level_mpp": level.level_mpp, "scale_factor": plan.achieved_mpp / level.level_mpp,
+            "interpolation": "area", "cell_px": params.cell_px, "source_px": params.source_px,
+            "grid_cols": grid_def.cols, "grid_rows": grid_def.rows, "cell_um": grid_def.cell_um,
+            "available": available, "kept": len(cells), "min_tissue": params.min_tissue,
+        }))
+        log.info("%s: %g mpp (achieved %.4g, level %d): %d cells with tissue, %d kept", slide.slide_id,
+                 plan.target_mpp, plan.achieved_mpp, level.level, available, len(cells))
+    if any(s.plan.factor == 0 for s in scales):
+        raise ConfigError(f"tilesets.{params.name}: scales {params.scales} do not nest on slide "
+                          f"'{slide.slide_id}' (each must be a whole multiple of the finest servable one)")
+    return scales, skipped
+
+
+def extract_tiles(slide_path: str | os.PathLike[str], slide_id: str, mask_path: str | os.PathLike[str],
+                  out_path: str | os.PathLike[str], params: TileSetParams, sheet_mpp: float | None = None,
+                  tolerance: float = DEFAULT_TOLERANCE, workers: int = 1, progress: bool = True,
+                  config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the tile store of one slide and tile set; return its per-scale counts."""
+    params.check()
+    mask, _ = read_mask(mask_path)
+    with Slide(slide_path, slide_id, sheet_mpp, tolerance) as slide:
+        slide.enable_fast_decode()
+        scales, skipped = _plan_scales_and_cells(slide, mask, params)
+        description = slide.describe()
+        reason = _empty_reason(not mask.mask.any(), scales, skipped)
+        counts = {f"{s.plan.target_mpp:g}": {"available": s.available, "kept": len(s.grid),
+                                            "achieved_mpp": s.plan.achieved_mpp} for s in scales}
+        root = {
+            "slide_id": slide_id, "slide_path": str(slide_path), "slide": description,
+            "mpp": description["mpp"], "mpp_source": description["mpp_source"],
+            "tileset": params.name, "params": asdict(params), "magflow_version": __version__,
+            "skipped_scales": [asdict(s) for s in skipped], "counts": counts, "empty_reason": reason,
+            "provenance": provenance.collect(config=config, seeds={"tiles": params.seed}, precision="uint8"),
+        }
+        if reason:
+            log.warning("%s: empty tile store: %s", slide_id, reason)
+        contents = [ScaleContent(s.attrs, s.grid, s.grid_def.coords(s.grid), s.tissue) for s in scales]
+        jobs = [] if reason else _plan_jobs(scales, params)
+        layout = (scales[0].plan.achieved_mpp if scales else 1.0, [s.plan.factor for s in scales],
+                  params.source_px)
+        bar = tqdm(total=sum(len(j.tiles) for j in jobs), desc=f"{slide_id} [{params.name}]", unit="tile",
+                   disable=not progress, mininterval=1.0)
+        with StoreWriter(out_path, root, contents, params.source_px) as writer:
+            if workers > 1 and len(jobs) > 1:
+                init = (str(slide_path), slide_id, sheet_mpp, tolerance, *layout)
+                with ProcessPoolExecutor(workers, initializer=_open_worker, initargs=init) as pool:
+                    for tiles in pool.map(_run_job, jobs, chunksize=1):
+                        _write(writer, tiles, bar)
+            elif jobs:
+                _set_worker(slide, *layout)
+                try:
+                    for job in jobs:
+                        _write(writer, _run_job(job), bar)
+                finally:
+                    _worker.clear()
+        bar.close()
+    return {"counts": counts, "skipped": [s.target_mpp for s in skipped], "empty_reason": reason}
+
+
+def _write(writer: StoreWriter, tiles: list[tuple[int, int, np.ndarray]], bar: tqdm) -> None:
+    for index, row, patch in tiles:
+        writer.write(index, row, patch)
+    bar.update(len(tiles))
+

@@ -1,0 +1,138 @@
+"""The HDF5 tile store: one file per slide and tile set, one group per scale.
+
+Each group ``mpp_{target:.3f}`` holds ``images`` (N×S×S×3 uint8, one chunk per tile), ``coords``
+(level-0 top-left x, y of the cell, CLAM/TRIDENT style), ``grid`` ((col, row) on that scale's grid)
+and ``tissue`` (fraction). Group attributes give the achieved mpp and how the pixels were made; root
+attributes give the slide's identity and mpp source, the tile set's parameters and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+
+from magflow.atomic import atomic_path
+from magflow.preprocess import hierarchy
+
+
+def group_name(target_mpp: float) -> str:
+    return f"mpp_{target_mpp:.3f}"
+
+
+@dataclass
+class ScaleContent:
+    """What one scale's group will hold, known before any pixel is read."""
+
+    attrs: dict[str, Any]
+    grid: np.ndarray    # (N, 2) col, row
+    coords: np.ndarray  # (N, 2) level-0 x, y
+    tissue: np.ndarray  # (N,)
+
+
+class StoreWriter:
+    """Create a store under a temporary name; it appears at ``path`` only when closed without error."""
+
+    def __init__(self, path: str | os.PathLike[str], root_attrs: dict[str, Any],
+                 scales: list[ScaleContent], source_px: int) -> None:
+        self._atomic = atomic_path(path)
+        tmp = self._atomic.__enter__()
+        self._h5 = h5py.File(tmp, "w")
+        for key, value in root_attrs.items():
+            self._h5.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value, default=str)
+        self.images: list[h5py.Dataset] = []
+        for content in scales:
+            group = self._h5.create_group(group_name(content.attrs["target_mpp"]))
+            for key, value in content.attrs.items():
+                group.attrs[key] = value
+            n = len(content.grid)
+            group.create_dataset("grid", data=content.grid.astype(np.int64).reshape(n, 2))
+            group.create_dataset("coords", data=content.coords.astype(np.int64).reshape(n, 2))
+            group.create_dataset("tissue", data=content.tissue.astype(np.float32).reshape(n))
+            shape = (n, source_px, source_px, 3)
+            chunks = (1, source_px, source_px, 3) if n else None
+            self.images.append(group.create_dataset("images", shape=shape, dtype=np.uint8, chunks=chunks))
+
+    def write(self, scale: int, row: int, patch: np.ndarray) -> None:
+        self.images[scale].id.write_direct_chunk((row, 0, 0, 0), np.ascontiguousarray(patch).tobytes())
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._h5.close()
+        self._atomic.__exit__(exc_type, exc, tb)
+
+
+class TileStore:
+    """Read access to one store file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.h5 = h5py.File(self.path, "r")
+        self.attrs = dict(self.h5.attrs)
+        self._lookups: dict[float, np.ndarray] = {}
+
+    @property
+    def scales(self) -> list[float]:
+        """Target mpps of the stored scales, finest first."""
+        return sorted(float(g.attrs["target_mpp"]) for g in self.h5.values())
+
+    def group(self, target_mpp: float) -> h5py.Group:
+        return self.h5[group_name(target_mpp)]
+
+    def __len__(self) -> int:
+        return sum(len(g["grid"]) for g in self.h5.values())
+
+    def json_attr(self, key: str) -> Any:
+        return json.loads(self.attrs[key])
+
+    def lookup(self, target_mpp: float) -> np.ndarray:
+        """rows × cols array: the store row of each grid cell, −1 where no tile was kept."""
+        if target_mpp not in self._lookups:
+            group = self.group(target_mpp)
+            table = np.full((int(group.attrs["grid_rows"]), int(group.attrs["grid_cols"])), -1, np.int64)
+            grid = group["grid"][...]
+            table[grid[:, 1], grid[:, 0]] = np.arange(len(grid))
+            self._lookups[target_mpp] = table
+        return self._lookups[target_mpp]
+
+    def factor(self, coarse_mpp: float, fine_mpp: float) -> int:
+        """How many fine cells span one coarse cell along each axis (grids must nest)."""
+        coarse, fine = self.group(coarse_mpp).attrs, self.group(fine_mpp).attrs
+        ratio = (coarse["mpp"] * coarse["cell_px"]) / (fine["mpp"] * fine["cell_px"])
+        if abs(ratio - round(ratio)) > 1e-6 * ratio or round(ratio) < 1:
+            raise ValueError(f"{self.path}: scales {coarse_mpp} and {fine_mpp} do not nest")
+        return round(ratio)
+
+    def children(self, coarse_mpp: float, fine_mpp: float, row: int) -> np.ndarray:
+        """Store rows of the aligned children (k order) of tile ``row`` at ``coarse_mpp``; −1 if missing."""
+        i, j = self.group(coarse_mpp)["grid"][row]
+        cells = hierarchy.children(int(i), int(j), self.factor(coarse_mpp, fine_mpp))
+        table = self.lookup(fine_mpp)
+        inside = (cells[:, 1] < table.shape[0]) & (cells[:, 0] < table.shape[1])
+        found = np.full(len(cells), -1, np.int64)
+        found[inside] = table[cells[inside, 1], cells[inside, 0]]
+        return found
+
+    def region(self, i0: int, j0: int, t: int, targets: list[float]) -> hierarchy.RegionTiles:
+        """All tiles of the t×t block at (i0, j0) of the coarsest of ``targets``, at every target."""
+        order = sorted(targets, reverse=True)
+        factors = [self.factor(order[0], m) for m in order]
+        return hierarchy.region(i0, j0, t, factors, [self.lookup(m) for m in order])
+
+    def close(self) -> None:
+        self.h5.close()
+
+    def __enter__(self) -> TileStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

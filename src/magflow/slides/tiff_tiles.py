@@ -1,0 +1,81 @@
+"""Decode regions of a tiled TIFF pyramid straight from its tiles (tifffile + imagecodecs).
+
+For TIFF-based slides (Aperio .svs, generic tiled TIFF) this gives the same pixels as OpenSlide's
+``read_region`` at about three times the speed, because it skips OpenSlide's RGBA compositing.
+It is only used after a spot check proved it pixel-identical to OpenSlide on the slide at hand
+(see ``Slide.fast_decoder``); everything else reads through OpenSlide.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+CACHE_BYTES = 256 << 20  # decoded tiles kept, so overlapping reads decode each tile once
+
+
+class TiffTileDecoder:
+    """Region reads on the tiled pages of a TIFF whose shapes match the slide's levels."""
+
+    def __init__(self, path: str | os.PathLike[str], level_shapes: list[tuple[int, int]]) -> None:
+        self._tif = tifffile.TiffFile(Path(path))
+        self._fd = os.open(path, os.O_RDONLY)
+        self._pages = []
+        for width, height in level_shapes:
+            page = next((p for p in self._tif.pages if p.is_tiled and p.shape[:2] == (height, width)
+                         and p.samplesperpixel == 3 and p.dtype == np.uint8 and p.imagedepth == 1), None)
+            if page is None:
+                self.close()
+                raise ValueError(f"no tiled 8-bit RGB page of {width}x{height}")
+            self._pages.append(page)
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+
+    def _tile(self, level: int, index: int) -> np.ndarray:
+        key = (level, index)
+        tile = self._cache.get(key)
+        if tile is not None:
+            self._cache.move_to_end(key)
+            return tile
+        page = self._pages[level]
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+        data = os.pread(self._fd, count, offset) if count else None
+        segment, _, shape = page.decode(data, index, jpegtables=page.jpegtables)
+        tile = np.asarray(segment).reshape(shape[-3:])[..., :3] if segment is not None else \
+            np.full((page.tilelength, page.tilewidth, 3), 255, np.uint8)
+        self._cache[key] = tile
+        self._cached_bytes += tile.nbytes
+        while self._cached_bytes > CACHE_BYTES:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= old.nbytes
+        return tile
+
+    def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """RGB pixels of the level-pixel rectangle at (x, y); outside the image reads as white."""
+        page = self._pages[level]
+        tile_h, tile_w = page.tilelength, page.tilewidth
+        img_h, img_w = page.shape[:2]
+        tiles_across = -(-img_w // tile_w)
+        out = np.full((height, width, 3), 255, np.uint8)
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + width, img_w), min(y + height, img_h)
+        for ty in range(y0 // tile_h, (y1 - 1) // tile_h + 1 if y1 > y0 else 0):
+            for tx in range(x0 // tile_w, (x1 - 1) // tile_w + 1 if x1 > x0 else 0):
+                tile = self._tile(level, ty * tiles_across + tx)
+                # intersection of this tile with the request, in image coordinates
+                ix0, iy0 = max(x0, tx * tile_w), max(y0, ty * tile_h)
+                ix1, iy1 = min(x1, (tx + 1) * tile_w), min(y1, (ty + 1) * tile_h)
+                out[iy0 - y:iy1 - y, ix0 - x:ix1 - x] = tile[iy0 - ty * tile_h:iy1 - ty * tile_h,
+                                                             ix0 - tx * tile_w:ix1 - tx * tile_w]
+        return out
+
+    def close(self) -> None:
+        self._cache.clear()
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None  # type: ignore[assignment]
+        self._tif.close()
