@@ -47,6 +47,23 @@ def _mask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tiles(args: argparse.Namespace) -> int:
+    from magflow.preprocess.extract import TileSetParams, extract_tiles
+
+    slide_id = args.slide_id or Path(args.slide).stem
+    params = TileSetParams(args.tileset, args.scales, args.cell_px, args.source_px, args.min_tissue,
+                           args.max_tiles, args.seed)
+    result = extract_tiles(args.slide, slide_id, args.mask, args.out, params, args.mpp, workers=args.workers)
+    for scale, count in result["counts"].items():
+        print(f"{slide_id} {scale} mpp (achieved {count['achieved_mpp']:.4g}): "
+              f"{count['kept']} kept of {count['available']}")
+    for scale in result["skipped"]:
+        print(f"{slide_id} {scale:g} mpp: skipped (finer than the slide; no upsampling)")
+    if result["empty_reason"]:
+        print(f"{slide_id}: empty store: {result['empty_reason']}")
+    return 0
+
+
 def _read(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -92,6 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the mask (µm/px)")
     p.add_argument("--min-saturation", type=float, default=0.05)
     p.set_defaults(handler=_mask)
+
+    p = steps.add_parser("tiles", help="extract a multi-scale tile store (HDF5) from a slide and its mask")
+    p.add_argument("slide")
+    p.add_argument("--mask", required=True, help="the slide's tissue mask (from `magflow mask`)")
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--slide-id")
+    p.add_argument("--tileset", default="train", help="name recorded in the store")
+    p.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
+    p.add_argument("--cell-px", type=int, default=224)
+    p.add_argument("--source-px", type=int, default=448)
+    p.add_argument("--min-tissue", type=float, default=0.5)
+    p.add_argument("--max-tiles", type=int, help="cap per scale")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column")
+    p.set_defaults(handler=_tiles)
 
     p = steps.add_parser("read", help="read one square patch at a target mpp into a PNG")
     p.add_argument("slide")

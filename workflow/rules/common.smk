@@ -27,7 +27,13 @@ def slide_label(wildcards):
     return None if pd.isna(label) else str(label)
 
 
+TILESETS = list(config["tilesets"])
+
+
 def preprocess_targets():
-    return expand(
-        ["results/masks/{slide_id}.h5", "results/masks/{slide_id}.qc.png"], slide_id=SLIDE_IDS
-    ) + ["results/qc/slides.html"]
+    return (
+        expand(["results/masks/{slide_id}.h5", "results/masks/{slide_id}.qc.png"], slide_id=SLIDE_IDS)
+        + ["results/qc/slides.html"]
+        + expand("results/tiles/{tileset}/{slide_id}.h5", tileset=TILESETS, slide_id=SLIDE_IDS)
+        + expand("results/tiles/{tileset}/manifest.html", tileset=TILESETS)
+    )

@@ -58,3 +58,43 @@ rule slide_qc_table:
         "../../environment.yml"
     script:
         "../scripts/slide_qc_table.py"
+
+
+rule extract_tiles:
+    input:
+        slide=slide_path,
+        mask="results/masks/{slide_id}.h5",
+    output:
+        store="results/tiles/{tileset}/{slide_id}.h5",
+    params:
+        sheet_mpp=slide_mpp,
+        tileset=lambda wildcards: config["tilesets"][wildcards.tileset],
+        tolerance=config["read"]["upsample_tolerance"],
+    threads: config["extract"]["workers"]
+    log:
+        "logs/extract_tiles/{tileset}/{slide_id}.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/extract_tiles.py"
+
+
+rule tile_manifest:
+    input:
+        stores=expand("results/tiles/{{tileset}}/{slide_id}.h5", slide_id=SLIDE_IDS),
+    output:
+        tsv="results/tiles/{tileset}/manifest.tsv",
+        html=report(
+            "results/tiles/{tileset}/manifest.html",
+            caption="../report/tile_manifest.rst",
+            category="2. Tiles",
+            labels={"tile set": "{tileset}"},
+        ),
+    params:
+        splits=lambda wildcards: dict(zip(SLIDES["slide_id"], SLIDES["split"])),
+    log:
+        "logs/tile_manifest/{tileset}.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/tile_manifest.py"

@@ -1,0 +1,50 @@
+"""The tile manifest: one row per slide × scale of a tile set, as TSV and as a readable HTML page."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import h5py
+
+from magflow.atomic import atomic_path
+from magflow.report.html import page, table
+
+
+def manifest_rows(store_paths: Sequence[str | os.PathLike[str]], splits: Mapping[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for path in store_paths:
+        with h5py.File(path, "r") as h5:
+            slide_id = str(h5.attrs["slide_id"])
+            common = {"slide_id": slide_id, "split": splits.get(slide_id, ""), "mpp_source": h5.attrs["mpp_source"],
+                      "slide_mpp": round(float(h5.attrs["mpp"]), 5)}
+            for skipped in json.loads(h5.attrs["skipped_scales"]):
+                rows.append({**common, "target_mpp": skipped["target_mpp"], "achieved_mpp": "", "available": 0,
+                             "kept": 0, "note": "skipped: finer than the slide (no upsampling)"})
+            for group in h5.values():
+                rows.append({**common, "target_mpp": float(group.attrs["target_mpp"]),
+                             "achieved_mpp": round(float(group.attrs["mpp"]), 5),
+                             "available": int(group.attrs["available"]), "kept": int(group.attrs["kept"]),
+                             "note": str(h5.attrs["empty_reason"])})
+    return sorted(rows, key=lambda r: (r["slide_id"], r["target_mpp"]))
+
+
+def write_manifest(store_paths: Sequence[str | os.PathLike[str]], splits: Mapping[str, str], tileset: str,
+                   tsv_path: str | os.PathLike[str], html_path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    rows = manifest_rows(store_paths, splits)
+    fields = ["slide_id", "split", "target_mpp", "achieved_mpp", "available", "kept", "mpp_source", "slide_mpp", "note"]
+    with atomic_path(tsv_path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, delimiter="\t")
+        writer.writeheader()
+        writer.writerows(rows)
+    kept = sum(r["kept"] for r in rows)
+    intro = (f"<p>Tile set <b>{tileset}</b>: {len(store_paths)} slides, {kept} tiles kept. Scales a slide cannot "
+             "serve without upsampling are listed as skipped; highlighted rows carry a note.</p>")
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(page(f"magflow - tile set {tileset}", intro,
+                            table([{k: r[k] for k in fields} for r in rows], "Tiles per slide and scale",
+                                  warn_key="note")))
+    return rows
