@@ -25,6 +25,7 @@ include: "workflow/rules/preprocess.smk"
 
 wildcard_constraints:
     slide_id="|".join(map(re.escape, SLIDE_IDS)),
+    tileset="|".join(map(re.escape, TILESETS)) or "[A-Za-z0-9_-]+",
 
 
 rule all:
