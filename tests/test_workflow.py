@@ -46,7 +46,10 @@ def finished_run(tmp_path_factory):
     real = os.environ.get("MAGFLOW_TEST_SLIDE")
     if real and Path(real).is_file():
         rows.append(f"cmu_small\t{Path(real).resolve()}\t\ttrain\tp4\t")
-    make_project(root, rows)
+    make_project(root, rows, tilesets={
+        "train": {"scales": [0.25, 0.5, 1.0, 2.0], "source_px": 448, "max_tiles_per_scale": 6},
+        "mad": {"scales": [4.0, 1.0, 0.25], "min_tissue": 0.25, "max_tiles_per_scale": 6},
+    })
     first = run(["-s", str(REPO / "Snakefile"), "--cores", "2", "--keep-going"], root)
     return root, first, bool(real)
 
@@ -75,6 +78,10 @@ def test_rerun_without_the_bad_slide_completes_with_summary_and_report(finished_
     if with_real:
         assert "cmu_small\t0.499\topenslide.mpp" in table
     assert "tiny_a" in (root / "results" / "qc" / "slides.html").read_text()
+    manifest = (root / "results" / "tiles" / "train" / "manifest.tsv").read_text().splitlines()
+    assert any(line.startswith("tiny_20x\ttest\t0.25\t\t0\t0") and "skipped" in line for line in manifest)
+    assert any(line.startswith("tiny_a\ttrain\t0.25\t0.25\t") for line in manifest)
+    assert (root / "results" / "tiles" / "mad" / "tiny_a.h5").exists()
     report = run(["-s", str(REPO / "Snakefile"), "--report", "report.html"], root)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (root / "report.html").stat().st_size > 10000
@@ -98,17 +105,21 @@ def test_lint_is_clean():
 def test_config_errors_stop_before_any_job(tmp_path):
     root = make_project(tmp_path, PHANTOM_ROWS)
     result = run(["-s", str(REPO / "Snakefile"), "-n", "--config", "bogus_key=1"], root)
-    assert result.returncode != 0 and "unknown config key 'bogus_key'" in result.stderr
+    assert result.returncode != 0 and "unknown config key 'bogus_key'" in result.stdout + result.stderr
     result = run(["-s", str(REPO / "Snakefile"), "-n", "--config", "tissue={'mpp': 'x'}"], root)
-    assert result.returncode != 0 and "'tissue.mpp': 'x' is not of type 'number'" in result.stderr
+    assert result.returncode != 0
+    assert "'tissue.mpp': 'x' is not of type 'number'" in result.stdout + result.stderr
     assert not (root / "results").exists()
 
 
-def test_missing_slide_file_is_named(tmp_path):
-    root = make_project(tmp_path, ["ghost\tdata/ghost.svs\t\ttest\tp9\t"])
-    result = run(["-s", str(REPO / "Snakefile"), "--cores", "1"], root)
+def test_missing_slide_file_fails_only_its_own_job(tmp_path):
+    root = make_project(tmp_path, ["ghost\tdata/ghost.svs\t\ttest\tp9\t", PHANTOM_ROWS[0]],
+                        tilesets={"t": {"scales": [1.0]}})
+    result = run(["-s", str(REPO / "Snakefile"), "--cores", "2", "--keep-going"], root)
     assert result.returncode != 0
-    assert "data/ghost.svs" in result.stderr and "ghost" in result.stderr
+    assert (root / "results" / "tiles" / "t" / "tiny_a.h5").exists()
+    log = (root / "logs" / "tissue_mask" / "ghost.log").read_text()
+    assert "Slide 'ghost'" in log and "data/ghost.svs" in log and "file not found" in log
 
 
 def test_cli_phantom_info_and_mask(tmp_path):

@@ -1,4 +1,6 @@
 # Helpers for every stage: the slide sheet (read and validated once) and the target lists.
+import os
+
 import pandas as pd
 
 from magflow.sheet import read_sheet
@@ -15,6 +17,13 @@ def slide_entry(slide_id):
 
 def slide_path(wildcards):
     return slide_entry(wildcards.slide_id)["path"]
+
+
+def slide_input(wildcards):
+    """The slide as a tracked input when it exists or a rule makes it (phantoms). A missing file is not
+    an input, so it fails only its own job, with a message naming it, and --keep-going runs the rest."""
+    path = slide_path(wildcards)
+    return path if path.startswith("results/phantom/") or os.path.exists(path) else []
 
 
 def slide_mpp(wildcards):

@@ -19,7 +19,7 @@ rule phantom:
 
 rule tissue_mask:
     input:
-        slide=slide_path,
+        slide_input,
     output:
         mask="results/masks/{slide_id}.h5",
         qc=report(
@@ -30,6 +30,7 @@ rule tissue_mask:
             labels={"slide": "{slide_id}"},
         ),
     params:
+        slide=slide_path,
         sheet_mpp=slide_mpp,
         tissue=config["tissue"],
         tolerance=config["read"]["upsample_tolerance"],
@@ -62,11 +63,12 @@ rule slide_qc_table:
 
 rule extract_tiles:
     input:
-        slide=slide_path,
+        slide_input,
         mask="results/masks/{slide_id}.h5",
     output:
         store="results/tiles/{tileset}/{slide_id}.h5",
     params:
+        slide=slide_path,
         sheet_mpp=slide_mpp,
         tileset=lambda wildcards: config["tilesets"][wildcards.tileset],
         tolerance=config["read"]["upsample_tolerance"],

@@ -3,7 +3,7 @@ from magflow.preprocess.extract import TileSetParams, extract_tiles
 
 log_to_file(snakemake.log[0])
 extract_tiles(
-    snakemake.input.slide,
+    snakemake.params.slide,
     snakemake.wildcards.slide_id,
     snakemake.input.mask,
     snakemake.output.store,

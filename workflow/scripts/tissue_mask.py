@@ -4,7 +4,7 @@ from magflow.preprocess.tissue_step import make_tissue_mask
 
 log_to_file(snakemake.log[0])
 make_tissue_mask(
-    snakemake.input.slide,
+    snakemake.params.slide,
     snakemake.wildcards.slide_id,
     snakemake.output.mask,
     snakemake.output.qc,
