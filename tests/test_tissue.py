@@ -94,3 +94,19 @@ def test_real_slide_tissue(real_slide, tmp_path):
                               TissueParams())
     assert 0.2 < result.tissue_fraction < 0.6
     assert result.mask.shape == (int(2967 * 0.499 / 8), int(2220 * 0.499 / 8))
+
+
+def test_mask_of_a_phantom_matches_its_ground_truth(tmp_path):
+    from PIL import Image
+
+    from magflow.slides.phantom import PhantomSpec, write_phantom
+
+    spec = PhantomSpec(width_um=1024, height_um=1024, seed=5, label=1)
+    meta = write_phantom(spec, tmp_path / "p.tiff", tmp_path / "p.labels.png", tmp_path / "p.json")
+    result = make_tissue_mask(tmp_path / "p.tiff", "p", tmp_path / "m.h5", tmp_path / "m.png", TissueParams())
+    labels = np.asarray(Image.open(tmp_path / "p.labels.png"))
+    factor = round(result.mpp / meta["label_mpp"])
+    h, w = result.mask.shape
+    truth = (labels[:h * factor, :w * factor] > 0).reshape(h, factor, w, factor).mean(axis=(1, 3)) > 0.5
+    iou = (truth & result.mask).sum() / (truth | result.mask).sum()
+    assert iou > 0.85, iou
