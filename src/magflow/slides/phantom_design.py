@@ -74,7 +74,7 @@ RARE_CLASS: int = CLASS_INDEX["rare"]
 class PhantomParams:
     """Physical design constants (µm unless named otherwise); recorded in every sidecar."""
 
-    tissue_fraction_range: tuple[float, float] = (0.4, 0.6)  # of the slide area
+    tissue_fraction_range: tuple[float, float] = (0.35, 0.55)  # of the slide area
     region_diameter_um: float = 450.0  # typical size of one class region
     rare_fraction_range: tuple[float, float] = (0.02, 0.05)  # of the tissue area
     small_nucleus_radius_um: float = 2.5
@@ -89,4 +89,3 @@ class PhantomParams:
     nest_spacing_um: float = 165.0
     nest_radius_um: float = 65.0
     fibroblasts_per_mm2: float = 900.0
-    fibre_period_um: float = 4.0
