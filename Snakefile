@@ -21,6 +21,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/sampler.smk"
 
 
 wildcard_constraints:
@@ -31,4 +32,6 @@ wildcard_constraints:
 rule all:
     input:
         preprocess_targets(),
+        sampler_jsons(),
+        sampler_figures(),
     default_target: True

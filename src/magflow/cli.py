@@ -64,6 +64,17 @@ def _tiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampler(args: argparse.Namespace) -> int:
+    from magflow.sampling import SamplerConfig, optimize_sampler
+
+    config = SamplerConfig(strategy=args.strategy, kernel=args.kernel, lam=args.lam, mpp=args.mpp,
+                           lo=args.range[0], hi=args.range[1], grid_step=args.grid_step)
+    sampler = optimize_sampler(config, args.out)
+    print(f"{args.strategy} ({args.kernel}): min I = {sampler.min_quality:.4f}, mean I = "
+          f"{sampler.mean_quality:.4f}; wrote {args.out}")
+    return 0
+
+
 def _read(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -125,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column")
     p.set_defaults(handler=_tiles)
+
+    p = steps.add_parser("sampler", help="solve a magnification sampling distribution into a JSON record")
+    p.add_argument("--strategy", required=True, help="single, du, cu, cu_maxavg or cu_minmax")
+    p.add_argument("--kernel", default="abs", help="abs or area (or a registered kernel)")
+    p.add_argument("--lam", type=float, help="λ of cu_maxavg (default 1.0)")
+    p.add_argument("--mpp", type=float, help="the mpp of strategy single")
+    p.add_argument("--range", type=float, nargs=2, default=[0.25, 2.0], metavar=("LO", "HI"))
+    p.add_argument("--grid-step", type=float, default=0.005)
+    p.add_argument("--out", required=True, help="output JSON")
+    p.set_defaults(handler=_sampler)
 
     p = steps.add_parser("read", help="read one square patch at a target mpp into a PNG")
     p.add_argument("slide")

@@ -3,6 +3,9 @@ import os
 
 import pandas as pd
 
+from snakemake.utils import Paramspace
+
+from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
 from magflow.sheet import read_sheet
 
 SLIDE_ENTRIES = read_sheet(config["slides"])
@@ -46,3 +49,31 @@ def preprocess_targets():
         + expand("results/tiles/{tileset}/{slide_id}.h5", tileset=TILESETS, slide_id=SLIDE_IDS)
         + expand("results/tiles/{tileset}/manifest.html", tileset=TILESETS)
     )
+
+
+# -- magnification samplers: one job per row of the sweep TSV ----------------------------------
+SAMPLER_SETTINGS = config["samplers"]
+_sampler_sweep = pd.read_csv(SAMPLER_SETTINGS["sweep"], sep="\t", comment="#")
+check_sweep(_sampler_sweep.to_dict("records"), SAMPLER_SETTINGS, source=SAMPLER_SETTINGS["sweep"])
+
+# Names read like results/samplers/kernel~abs/strategy~cu_maxavg_lam~0.1_mpp~NA.json
+SAMPLER_SPACE = Paramspace(
+    _sampler_sweep[list(SWEEP_COLUMNS)],
+    filename_params=["strategy", "lam", "mpp"],
+    single_wildcard="name",
+)
+
+
+def sampler_jsons(kernel=None):
+    """The sampler JSONs of the sweep, all or those of one kernel."""
+    return [
+        f"results/samplers/{name}.json"
+        for name, row_kernel in zip(SAMPLER_SPACE.instance_patterns, SAMPLER_SPACE.dataframe["kernel"])
+        if kernel is None or row_kernel == kernel
+    ]
+
+
+def sampler_figures():
+    """One comparison figure per kernel of the sweep."""
+    kernels = SAMPLER_SPACE.dataframe["kernel"].unique()
+    return [f"results/samplers/kernel~{k}/comparison.png" for k in kernels]
