@@ -4,8 +4,8 @@
 
 (a) a bare ``OpenSlide.read_region`` loop over the level-0 tissue area in 224 px tiles: the tiles
     covering the kept cells of the train tile set's finest servable scale;
-(a+) the same loop over the whole level-0 area extraction must decode (tissue plus the centred
-    context windows of every scale), for reference;
+(a+) the same loop over the level-0 area extraction must decode: the union of every stored tile's
+    source window (tissue plus the centred context windows of every scale), for reference;
 (b) full multi-scale extraction of the ``train`` tile set (0.25/0.5/1.0/2.0 mpp, C=224, S=448),
     including the HDF5 write.
 Throughput is in tiles-equivalent per second (the tissue area in 224×224 level-0 tiles, divided by
@@ -43,10 +43,15 @@ def tissue_tiles(slide: Slide, mask_path: Path) -> tuple[list[tuple[int, int]], 
               for c, r in finest.grid for dx in np.arange(0, step - 1e-6, TILE) for dy in np.arange(0, step - 1e-6, TILE)}
     decoded: set[tuple[int, int]] = set()
     to_level0 = finest.plan.achieved_mpp / slide.mpp
+    factors = [s.plan.factor for s in scales]
     for job in _plan_jobs(scales, TRAIN):
-        for x in range(int(job.x0 * to_level0) // TILE, int(np.ceil(job.x1 * to_level0 / TILE))):
-            for y in range(int(job.y0 * to_level0) // TILE, int(np.ceil(job.y1 * to_level0 / TILE))):
-                decoded.add((x * TILE, y * TILE))
+        for index, _, sx, sy in job.tiles:  # each tile's source window, in level-0 px
+            x0, y0 = sx * to_level0, sy * to_level0
+            span = factors[index] * TRAIN.source_px * to_level0
+            for x in range(max(0, int(x0 // TILE)), int(np.ceil((x0 + span) / TILE))):
+                for y in range(max(0, int(y0 // TILE)), int(np.ceil((y0 + span) / TILE))):
+                    if x * TILE < slide.dimensions[0] and y * TILE < slide.dimensions[1]:
+                        decoded.add((x * TILE, y * TILE))
     return sorted(tissue), sorted(decoded)
 
 

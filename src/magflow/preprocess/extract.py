@@ -11,12 +11,13 @@ import logging
 import os
 import zlib
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from magflow import __version__, provenance
@@ -29,6 +30,7 @@ from magflow.preprocess.tiling import ScaleGrid, make_grid, select_cells, tissue
 from magflow.slides.reader import DEFAULT_TOLERANCE, Slide
 
 log = logging.getLogger(__name__)
+cv2.setNumThreads(1)  # parallelism comes from `workers` alone, so one worker means one core
 BLOCK_FINEST_PX = 4096  # target block width in finest-scale pixels (bounds memory per block)
 
 
@@ -102,16 +104,17 @@ def _plan_jobs(scales: list[_Scale], params: TileSetParams) -> list[_Job]:
     return jobs
 
 
-_worker: dict[str, Any] = {}
+# Each worker thread has its own slide handle (the direct tile decoder keeps a per-handle cache).
+_worker = threading.local()
 
 
 def _set_worker(slide: Slide, finest_mpp: float, factors: list[int], source_px: int) -> None:
-    _worker.update(slide=slide, finest_mpp=finest_mpp, factors=factors, source_px=source_px)
+    _worker.slide, _worker.finest_mpp, _worker.factors, _worker.source_px = slide, finest_mpp, factors, source_px
 
 
 def _open_worker(path: str, slide_id: str, sheet_mpp: float | None, tolerance: float,
                  finest_mpp: float, factors: list[int], source_px: int) -> None:
-    """Process-pool initializer: each worker opens the slide once."""
+    """Thread-pool initializer: each worker thread opens the slide once."""
     slide = Slide(path, slide_id, sheet_mpp, tolerance)
     slide.enable_fast_decode()
     _set_worker(slide, finest_mpp, factors, source_px)
@@ -119,14 +122,18 @@ def _open_worker(path: str, slide_id: str, sheet_mpp: float | None, tolerance: f
 
 def _run_job(job: _Job) -> list[tuple[int, int, np.ndarray]]:
     """Decode one block once and cut all its tiles at every scale."""
-    slide: Slide = _worker["slide"]
-    finest: float = _worker["finest_mpp"]
-    factors: list[int] = _worker["factors"]
-    source_px: int = _worker["source_px"]
+    slide: Slide = _worker.slide
+    finest: float = _worker.finest_mpp
+    factors: list[int] = _worker.factors
+    source_px: int = _worker.source_px
     to_level0 = finest / slide.mpp  # level-0 pixels per finest-scale pixel
     base_mpp = finest * job.base
     width, height = (job.x1 - job.x0) // job.base, (job.y1 - job.y0) // job.base
-    buffer, _ = slide.read_region(job.x0 * to_level0, job.y0 * to_level0, width, height, base_mpp)
+    windows = [((sx - job.x0) // job.base, (sy - job.y0) // job.base,
+                (sx - job.x0) // job.base + factors[i] * source_px // job.base,
+                (sy - job.y0) // job.base + factors[i] * source_px // job.base) for i, _, sx, sy in job.tiles]
+    buffer, _ = slide.read_region(job.x0 * to_level0, job.y0 * to_level0, width, height, base_mpp,
+                                  needed=windows)
     reduced = _reductions(buffer, job.base, sorted({factors[t[0]] for t in job.tiles}))
     out = []
     for index, row, sx, sy in job.tiles:
@@ -136,19 +143,16 @@ def _run_job(job: _Job) -> list[tuple[int, int, np.ndarray]]:
     return out
 
 
-def _reductions(buffer: np.ndarray, base: int, factors: list[int]) -> dict[int, np.ndarray]:
-    """The block at every needed factor, each an exact box mean of the decoded buffer.
+def box_reduce(image: np.ndarray, factor: int) -> np.ndarray:
+    """Exact k×k box mean of an H×W×3 uint8 image (each pixel within 0.5 of the true area mean)."""
+    height, width = image.shape[0] // factor, image.shape[1] // factor
+    return cv2.resize(image[:height * factor, :width * factor], (width, height), interpolation=cv2.INTER_AREA)
 
-    Each is reduced from the buffer itself, not from the previous scale, so rounding never accumulates
-    (every pixel is within 0.5 of the exact area mean).
-    """
-    arrays = {base: buffer}
-    image = None
-    for k in factors:
-        if k != base:
-            image = image or Image.fromarray(buffer)
-            arrays[k] = np.asarray(image.reduce(k // base))
-    return arrays
+
+def _reductions(buffer: np.ndarray, base: int, factors: list[int]) -> dict[int, np.ndarray]:
+    """The block at every needed factor, each reduced from the decoded buffer itself, never from the
+    previous scale, so rounding never accumulates."""
+    return {k: buffer if k == base else box_reduce(buffer, k // base) for k in factors}
 
 
 def _empty_reason(mask_empty: bool, scales: list[_Scale], skipped: list[SkippedScale]) -> str:
@@ -222,7 +226,9 @@ def extract_tiles(slide_path: str | os.PathLike[str], slide_id: str, mask_path: 
         with StoreWriter(out_path, root, contents, params.source_px) as writer:
             if workers > 1 and len(jobs) > 1:
                 init = (str(slide_path), slide_id, sheet_mpp, tolerance, *layout)
-                with ProcessPoolExecutor(workers, initializer=_open_worker, initargs=init) as pool:
+                # Threads, not processes: decoding and resampling release the GIL, and tiles need no
+                # pickling back to the single HDF5 writer.
+                with ThreadPoolExecutor(workers, initializer=_open_worker, initargs=init) as pool:
                     for tiles in pool.map(_run_job, jobs, chunksize=1):
                         _write(writer, tiles, bar)
             elif jobs:
@@ -231,7 +237,7 @@ def extract_tiles(slide_path: str | os.PathLike[str], slide_id: str, mask_path: 
                     for job in jobs:
                         _write(writer, _run_job(job), bar)
                 finally:
-                    _worker.clear()
+                    _worker.__dict__.clear()
         bar.close()
     return {"counts": counts, "skipped": [s.target_mpp for s in skipped], "empty_reason": reason}
 

@@ -60,7 +60,7 @@ class StoreWriter:
             self.images.append(group.create_dataset("images", shape=shape, dtype=np.uint8, chunks=chunks))
 
     def write(self, scale: int, row: int, patch: np.ndarray) -> None:
-        self.images[scale].id.write_direct_chunk((row, 0, 0, 0), np.ascontiguousarray(patch).tobytes())
+        self.images[scale].id.write_direct_chunk((row, 0, 0, 0), np.ascontiguousarray(patch))
 
     def __enter__(self) -> StoreWriter:
         return self

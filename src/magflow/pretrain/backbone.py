@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import timm
 import torch
@@ -67,15 +67,18 @@ def build_backbone(
     reg_tokens: int = 0,
     dynamic_img_size: bool = True,
     weights_path: str | Path | None = None,
+    **timm_kwargs: Any,
 ) -> Backbone:
     """A randomly initialised timm ViT (never downloaded), optionally loaded from a local file.
 
     ``reg_tokens=0`` keeps the named model's own register count. ``weights_path`` is a timm-style
     ``.safetensors``/``.pt``/``.pth`` state dict; position embeddings are resampled to ``img_size``.
+    ``timm_kwargs`` override the named model's arguments (e.g. ``embed_dim``, ``depth``, ``num_heads``).
     """
     extra = {"reg_tokens": reg_tokens} if reg_tokens > 0 else {}
     vit = timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size, patch_size=patch_size,
-                            dynamic_img_size=dynamic_img_size, drop_path_rate=drop_path_rate, **extra)
+                            dynamic_img_size=dynamic_img_size, drop_path_rate=drop_path_rate,
+                            **extra, **timm_kwargs)
     backbone = Backbone(vit)
     if weights_path is not None:
         _load_vit_weights(vit, Path(weights_path))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import cv2
 import numpy as np
 import openslide
 from PIL import Image
@@ -18,6 +19,7 @@ from magflow.slides.diagnose import explain_open_failure
 from magflow.slides.mpp import MppInfo, resolve_mpp
 from magflow.slides.tiff_tiles import TiffTileDecoder
 
+Rects = list[tuple[int, int, int, int]]
 INTERPOLATIONS = {
     "area": Image.Resampling.BOX,
     "lanczos": Image.Resampling.LANCZOS,
@@ -200,32 +202,39 @@ class Slide:
             raise self._read_error(level, x0, y0, width, height, error) from error
         return _rgba_to_rgb_on_white(image)
 
-    def read_level(self, level: int, x0: int, y0: int, width: int, height: int) -> np.ndarray:
-        """Read ``width``×``height`` level pixels whose top-left is (x0, y0) in level-0 pixels."""
+    def read_level(self, level: int, x0: int, y0: int, width: int, height: int,
+                   needed: Rects | None = None) -> np.ndarray:
+        """Read ``width``×``height`` level pixels whose top-left is (x0, y0) in level-0 pixels.
+
+        ``needed`` (rectangles in level pixels relative to the region) lets the direct decoder skip
+        stored tiles no rectangle touches; pixels outside every rectangle are then undefined (white).
+        """
         if self._fast is None:
             return self._read_openslide(level, x0, y0, width, height)
         ds = self.levels[level].downsample
         try:
-            return self._fast.read(level, round(x0 / ds), round(y0 / ds), int(width), int(height))
+            return self._fast.read(level, round(x0 / ds), round(y0 / ds), int(width), int(height), needed)
         except Exception as error:  # noqa: BLE001 - any decode failure is a damaged slide
             raise self._read_error(level, x0, y0, width, height, error) from error
 
     def read_region(self, x0: float, y0: float, width: int, height: int, target_mpp: float,
-                    interpolation: str = "area") -> tuple[np.ndarray, float]:
+                    interpolation: str = "area", needed: Rects | None = None) -> tuple[np.ndarray, float]:
         """Read a ``width``×``height`` patch at ``target_mpp`` with level-0 top-left (x0, y0).
 
-        Returns the RGB uint8 array and the achieved mpp.
+        Returns the RGB uint8 array and the achieved mpp. ``needed`` (rectangles in output pixels)
+        marks the only parts the caller will use, so a native read can skip the rest.
         """
         plan = self.plan(target_mpp)
         level = self.levels[plan.level]
         if plan.scale == 1.0:
-            return self.read_level(plan.level, round(x0), round(y0), width, height), plan.achieved_mpp
+            return self.read_level(plan.level, round(x0), round(y0), width, height, needed), plan.achieved_mpp
         lx, ly = x0 / level.downsample, y0 / level.downsample
         whole = round(plan.scale)
         if interpolation == "area" and abs(plan.scale - whole) < 1e-9 and lx.is_integer() and ly.is_integer():
             # Whole factor on whole pixels: an exact k×k box average, much faster than a general resize.
-            pixels = self.read_level(plan.level, round(x0), round(y0), width * whole, height * whole)
-            return np.asarray(Image.fromarray(pixels).reduce(whole)), plan.achieved_mpp
+            scaled = None if needed is None else [tuple(v * whole for v in rect) for rect in needed]
+            pixels = self.read_level(plan.level, round(x0), round(y0), width * whole, height * whole, scaled)
+            return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA), plan.achieved_mpp
         # Fractional window in level pixels, read on an integer grid, resampled with a float box.
         lw, lh = width * plan.scale, height * plan.scale
         ix0, iy0 = math.floor(lx), math.floor(ly)

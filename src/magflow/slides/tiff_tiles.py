@@ -54,8 +54,13 @@ class TiffTileDecoder:
             self._cached_bytes -= old.nbytes
         return tile
 
-    def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """RGB pixels of the level-pixel rectangle at (x, y); outside the image reads as white."""
+    def read(self, level: int, x: int, y: int, width: int, height: int,
+             needed: list[tuple[int, int, int, int]] | None = None) -> np.ndarray:
+        """RGB pixels of the level-pixel rectangle at (x, y); outside the image reads as white.
+
+        With ``needed`` (rectangles x0, y0, x1, y1 relative to the request), only the stored tiles that
+        touch one of them are decoded; the rest of the output stays white and must not be used.
+        """
         page = self._pages[level]
         tile_h, tile_w = page.tilelength, page.tilewidth
         img_h, img_w = page.shape[:2]
@@ -63,14 +68,26 @@ class TiffTileDecoder:
         out = np.full((height, width, 3), 255, np.uint8)
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + width, img_w), min(y + height, img_h)
-        for ty in range(y0 // tile_h, (y1 - 1) // tile_h + 1 if y1 > y0 else 0):
-            for tx in range(x0 // tile_w, (x1 - 1) // tile_w + 1 if x1 > x0 else 0):
-                tile = self._tile(level, ty * tiles_across + tx)
-                # intersection of this tile with the request, in image coordinates
-                ix0, iy0 = max(x0, tx * tile_w), max(y0, ty * tile_h)
-                ix1, iy1 = min(x1, (tx + 1) * tile_w), min(y1, (ty + 1) * tile_h)
-                out[iy0 - y:iy1 - y, ix0 - x:ix1 - x] = tile[iy0 - ty * tile_h:iy1 - ty * tile_h,
-                                                             ix0 - tx * tile_w:ix1 - tx * tile_w]
+        if x1 <= x0 or y1 <= y0:
+            return out
+        first_tx, first_ty = x0 // tile_w, y0 // tile_h
+        use = np.ones(((y1 - 1) // tile_h - first_ty + 1, (x1 - 1) // tile_w - first_tx + 1), bool)
+        if needed is not None:
+            use[:] = False
+            for rx0, ry0, rx1, ry1 in needed:
+                ax0, ay0 = max(rx0 + x, x0), max(ry0 + y, y0)
+                ax1, ay1 = min(rx1 + x, x1), min(ry1 + y, y1)
+                if ax1 > ax0 and ay1 > ay0:
+                    use[ay0 // tile_h - first_ty:(ay1 - 1) // tile_h - first_ty + 1,
+                        ax0 // tile_w - first_tx:(ax1 - 1) // tile_w - first_tx + 1] = True
+        for row, col in zip(*np.nonzero(use)):
+            ty, tx = first_ty + int(row), first_tx + int(col)
+            tile = self._tile(level, ty * tiles_across + tx)
+            # intersection of this tile with the request, in image coordinates
+            ix0, iy0 = max(x0, tx * tile_w), max(y0, ty * tile_h)
+            ix1, iy1 = min(x1, (tx + 1) * tile_w), min(y1, (ty + 1) * tile_h)
+            out[iy0 - y:iy1 - y, ix0 - x:ix1 - x] = tile[iy0 - ty * tile_h:iy1 - ty * tile_h,
+                                                         ix0 - tx * tile_w:ix1 - tx * tile_w]
         return out
 
     def close(self) -> None:
