@@ -22,11 +22,13 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/sampler.smk"
+include: "workflow/rules/pretrain.smk"
 
 
 wildcard_constraints:
     slide_id="|".join(map(re.escape, SLIDE_IDS)),
     tileset="|".join(map(re.escape, TILESETS)) or "[A-Za-z0-9_-]+",
+    run="|".join(map(re.escape, RUN_SPACE.instance_patterns)),
 
 
 rule all:
@@ -34,4 +36,5 @@ rule all:
         preprocess_targets(),
         sampler_jsons(),
         sampler_figures(),
+        pretrain_targets(),
     default_target: True

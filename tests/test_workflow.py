@@ -1,5 +1,6 @@
 """The Snakemake workflow on a tiny phantom config in a temporary directory."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +24,11 @@ def make_project(root: Path, rows: list[str], **config_overrides) -> Path:
     (root / "config").mkdir(parents=True)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["phantom"].update(width_um=768, height_um=768, per_slide={"tiny_20x": {"mpp": 0.5}})
+    (root / "config" / "samplers.tsv").write_text("kernel\tstrategy\tlam\tmpp\nabs\tdu\tNA\tNA\nabs\tcu_minmax\tNA\tNA\n")
+    (root / "config" / "pretrain_runs.tsv").write_text("kernel\tstrategy\tlam\tmpp\tseed\nabs\tcu_minmax\tNA\tNA\t0\n")
+    config["samplers"]["grid_step"] = 0.05
+    config["pretrain"]["train"].update(iterations=4, warmup_iters=1, checkpoint_every=2, log_every=2,
+                                       teacher_temp_warmup_iters=2, freeze_last_layer_iters=1)
     config.update(config_overrides)
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     header = "slide_id\tpath\tmpp\tsplit\tgroup\tlabel\n"
@@ -82,6 +88,11 @@ def test_rerun_without_the_bad_slide_completes_with_summary_and_report(finished_
     assert any(line.startswith("tiny_20x\ttest\t0.25\t\t0\t0") and "skipped" in line for line in manifest)
     assert any(line.startswith("tiny_a\ttrain\t0.25\t0.25\t") for line in manifest)
     assert (root / "results" / "tiles" / "mad" / "tiny_a.h5").exists()
+    model = root / "results" / "models" / "kernel~abs_strategy~cu_minmax_lam~NA_mpp~NA_seed~0"
+    card = json.loads((model / "model_card.json").read_text())
+    assert card["strategy"] == "cu_minmax" and card["iterations"] == 4 and card["seed"] == 0
+    assert (model / "teacher_backbone.safetensors").stat().st_size > 1000
+    assert "iteration 4/4" in (root / "logs" / "pretrain" / f"{model.name}.log").read_text()
     report = run(["-s", str(REPO / "Snakefile"), "--report", "report.html"], root)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (root / "report.html").stat().st_size > 10000
@@ -93,7 +104,8 @@ def test_dry_run_of_the_default_config_plans_every_job():
     result = run(["-n"], REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
-    for line in ("phantom               5", "tissue_mask           5", "slide_qc_table        1"):
+    for line in ("phantom                 5", "tissue_mask             5", "slide_qc_table          1",
+                 "extract_tiles          15", "optimize_sampler       12", "pretrain                3"):
         assert line in out, out[-2000:]
 
 
@@ -114,10 +126,10 @@ def test_config_errors_stop_before_any_job(tmp_path):
 
 def test_missing_slide_file_fails_only_its_own_job(tmp_path):
     root = make_project(tmp_path, ["ghost\tdata/ghost.svs\t\ttest\tp9\t", PHANTOM_ROWS[0]],
-                        tilesets={"t": {"scales": [1.0]}})
+                        tilesets={"train": {"scales": [1.0]}})
     result = run(["-s", str(REPO / "Snakefile"), "--cores", "2", "--keep-going"], root)
     assert result.returncode != 0
-    assert (root / "results" / "tiles" / "t" / "tiny_a.h5").exists()
+    assert (root / "results" / "tiles" / "train" / "tiny_a.h5").exists()
     log = (root / "logs" / "tissue_mask" / "ghost.log").read_text()
     assert "Slide 'ghost'" in log and "data/ghost.svs" in log and "file not found" in log
 

@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output JSON")
     p.set_defaults(handler=_sampler)
 
+    steps.add_parser("pretrain", add_help=False,
+                     help="train one DINOv2 run: magflow pretrain --config run.yaml (see magflow pretrain --help); "
+                          "multi-GPU: torchrun --nproc_per_node=N -m magflow.pretrain.run --config run.yaml")
+
     p = steps.add_parser("read", help="read one square patch at a target mpp into a PNG")
     p.add_argument("slide")
     p.add_argument("--x", type=float, required=True, help="level-0 left (px)")
@@ -160,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pretrain"]:  # the training entry point has its own flags (and is what torchrun runs)
+        from magflow.pretrain.run import main as pretrain_main
+
+        return pretrain_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

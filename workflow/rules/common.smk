@@ -5,6 +5,9 @@ import pandas as pd
 
 from snakemake.utils import Paramspace
 
+from magflow.errors import ConfigError
+from magflow.pretrain.trainer import TrainConfig
+from magflow.pretrain.runs import RUN_COLUMNS, check_runs, match_sampler
 from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
 from magflow.sheet import read_sheet
 
@@ -77,3 +80,37 @@ def sampler_figures():
     """One comparison figure per kernel of the sweep."""
     kernels = SAMPLER_SPACE.dataframe["kernel"].unique()
     return [f"results/samplers/kernel~{k}/comparison.png" for k in kernels]
+
+
+# -- pretraining runs: one job per row of the runs TSV (strategy x seed) ------------------------------
+PRETRAIN = config["pretrain"]
+TrainConfig.from_dict(PRETRAIN["train"])  # unknown or invalid training keys stop the run before any job
+if PRETRAIN["tileset"] not in config["tilesets"]:
+    raise ConfigError(f"pretrain.tileset: '{PRETRAIN['tileset']}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
+_runs = pd.read_csv(PRETRAIN["runs"], sep="\t", comment="#")
+check_runs(_runs.to_dict("records"), source=PRETRAIN["runs"])
+RUN_SPACE = Paramspace(_runs[list(RUN_COLUMNS)], filename_params="*", single_wildcard="run")
+_RUN_SAMPLERS = {
+    pattern: list(SAMPLER_SPACE.instance_patterns)[
+        match_sampler(row, SAMPLER_SPACE.dataframe.to_dict("records"), SAMPLER_SETTINGS, f"{PRETRAIN['runs']} row {i + 2}")
+    ]
+    for i, (pattern, row) in enumerate(zip(RUN_SPACE.instance_patterns, _runs.to_dict("records")))
+}
+
+
+def run_sampler(wildcards):
+    return f"results/samplers/{_RUN_SAMPLERS[wildcards.run]}.json"
+
+
+def run_seed(wildcards):
+    return int(RUN_SPACE.instance(wildcards)["seed"])
+
+
+def train_stores(wildcards):
+    """Self-supervised training sees only the train split, so val/test slides stay unseen."""
+    train_ids = [s for s in SLIDE_IDS if SLIDES.loc[s, "split"] == "train"]
+    return expand("results/tiles/{tileset}/{slide_id}.h5", tileset=PRETRAIN["tileset"], slide_id=train_ids)
+
+
+def pretrain_targets():
+    return expand("results/models/{run}/model_card.json", run=list(RUN_SPACE.instance_patterns))

@@ -349,6 +349,9 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
                 if writer is not None:
                     images_per_s = len(mpps) / (time.perf_counter() - interval_start)
                     _log_scalars(writer, iteration, losses, schedule, images_per_s, mpps)
+                    log.info("iteration %d/%d: %s; lr %.3g, %.1f img/s, mpp %.3g-%.3g", done, stop,
+                             ", ".join(f"{name} {value:.4f}" for name, value in losses.items()),
+                             schedule["lr"], images_per_s, float(mpps.min()), float(mpps.max()))
                 interval_mpps, interval_start = [], time.perf_counter()
             if on_step is not None:
                 on_step(Step(iteration, losses, schedule, batch, mpp))

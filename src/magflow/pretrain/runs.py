@@ -1,0 +1,38 @@
+"""The pretraining sweep: rows of (kernel, strategy, lam, mpp, seed), each tied to a sampler of the sampler sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from magflow.errors import ConfigError
+from magflow.sampling.sweep import SWEEP_COLUMNS, sampler_config
+
+RUN_COLUMNS = (*SWEEP_COLUMNS, "seed")
+
+
+def match_sampler(run: Mapping[str, Any], samplers: Sequence[Mapping[str, Any]], settings: Mapping[str, Any],
+                  where: str) -> int:
+    """Index of the sampler sweep row this run trains with; an error naming the run if there is none."""
+    wanted = sampler_config(run, settings)
+    for index, row in enumerate(samplers):
+        if sampler_config(row, settings) == wanted:
+            return index
+    raise ConfigError(f"{where}: no row of the sampler sweep (samplers.sweep) has kernel={run['kernel']}, "
+                      f"strategy={run['strategy']}, lam={run['lam']}, mpp={run['mpp']}; add that sampler to the "
+                      "sampler sweep or fix the run row")
+
+
+def check_runs(runs: Sequence[Mapping[str, Any]], source: str) -> None:
+    if not runs:
+        raise ConfigError(f"pretrain.runs: {source} has no rows; add at least one run")
+    missing = [c for c in RUN_COLUMNS if c not in runs[0]]
+    if missing:
+        raise ConfigError(f"pretrain.runs: {source} lacks the column(s) {missing}; the columns are "
+                          f"{', '.join(RUN_COLUMNS)} (NA where unused)")
+    for number, run in enumerate(runs, start=2):
+        try:
+            int(run["seed"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"pretrain.runs: {source} row {number}: seed must be an integer, got {run['seed']!r}") \
+                from None

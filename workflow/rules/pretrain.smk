@@ -1,0 +1,25 @@
+# DINOv2 pretraining with magnification sampling: one job per run (strategy x seed, from pretrain.runs).
+# A job asking for more than one GPU launches torchrun (DDP) inside itself.
+
+
+rule pretrain:
+    input:
+        stores=train_stores,
+        sampler=run_sampler,
+    output:
+        weights="results/models/{run}/teacher_backbone.safetensors",
+        card="results/models/{run}/model_card.json",
+    params:
+        out_dir=lambda wildcards: f"results/models/{wildcards.run}",
+        train=PRETRAIN["train"],
+        seed=run_seed,
+        gpus=PRETRAIN["gpus"],
+    threads: max(1, PRETRAIN["train"].get("num_workers", 0))
+    resources:
+        gpu=PRETRAIN["gpus"],
+    log:
+        "logs/pretrain/{run}.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/pretrain.py"

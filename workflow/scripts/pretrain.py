@@ -1,0 +1,13 @@
+from magflow.logs import log_to_file
+from magflow.pretrain.launch import launch_pretraining
+
+log_to_file(snakemake.log[0])
+launch_pretraining(
+    snakemake.input.stores,
+    snakemake.input.sampler,
+    snakemake.params.out_dir,
+    snakemake.params.train,
+    snakemake.params.seed,
+    gpus=snakemake.params.gpus,
+    log_file=snakemake.log[0],
+)
