@@ -1,0 +1,126 @@
+"""Embedding throughput against its bound, a bare timm forward on batches of the same size, in one run.
+
+    python benchmarks/embed.py [--model vit_small_patch16_224] [--anchors 8] [--source-px 512]
+                               [--batch-size 64] [--workers 2]
+
+A synthetic eval store (C = 224 px cells at 0.25/0.5/1.0/2.0 mpp, S px sources cut from one smooth
+texture by exact area reduction) holds anchors² tiles at 0.25 mpp. ``embed_tileset`` embeds them at
+the 7 profile mpps with a randomly initialised ViT exported as a run's teacher: HDF5 reads, windows,
+resizes, normalisation and the forward pass (bf16 autocast on CUDA, float32 on CPU), loader start
+included (on CUDA after one warm-up run). The bound is
+the same ViT's ``forward_features`` on a ready B×3×224×224 batch already on the device, under the
+same precision. Both are in images (views) per second; their ratio is the share of the bound reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from magflow.embed import PROFILE_MPPS, embed_tileset, load_encoder
+from magflow.embed.run import pick_device
+from magflow.preprocess.store import ScaleContent, StoreWriter
+from magflow.pretrain.backbone import build_backbone
+from magflow.pretrain.export import architecture, export_teacher
+
+SCALES = (0.25, 0.5, 1.0, 2.0)
+CELL = 224
+
+
+def write_store(path: Path, anchors: int, source_px: int, seed: int = 0) -> Path:
+    """anchors×anchors cells at 0.25 mpp, and every cell of the coarser scales above them."""
+    side_um = anchors * CELL * SCALES[0]
+    pad = round((source_px - CELL) / 2 * SCALES[-1] / SCALES[0])  # the coarsest margin, in 0.25 mpp px
+    size = round(side_um / SCALES[0]) + 2 * pad
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(30, 230, (size // 32 + 2, size // 32 + 2, 3), dtype=np.uint8)
+    base = Image.fromarray(coarse).resize((size + 64, size + 64), Image.Resampling.BICUBIC).crop((0, 0, size, size))
+    margin = (source_px - CELL) // 2
+    contents, images = [], []
+    for mpp in SCALES:
+        factor = round(mpp / SCALES[0])
+        image = np.asarray(base.reduce(factor) if factor > 1 else base)
+        cells = max(1, round(side_um / (CELL * mpp)))
+        grid = np.array([(c, r) for r in range(cells) for c in range(cells)], np.int64)
+        contents.append(ScaleContent({"target_mpp": mpp, "mpp": mpp, "cell_px": CELL, "source_px": source_px,
+                                      "grid_cols": cells, "grid_rows": cells}, grid, grid * CELL * factor,
+                                     np.ones(len(grid))))
+        origin = pad // factor - margin
+        images.append([image[origin + r * CELL:origin + r * CELL + source_px,
+                             origin + c * CELL:origin + c * CELL + source_px] for c, r in grid])
+    root = {"slide_id": "bench", "tileset": "eval", "params": {"scales": list(SCALES)}}
+    with StoreWriter(path, root, contents, source_px) as writer:
+        for scale, patches in enumerate(images):
+            for row, patch in enumerate(patches):
+                writer.write(scale, row, np.ascontiguousarray(patch))
+    return path
+
+
+def bare_forward(vit: torch.nn.Module, batch_size: int, images: int, device: torch.device, repeats: int = 2) -> float:
+    """Images per second of ``forward_features`` on a ready batch (the same batch, ceil(images / B) times; best
+    of ``repeats``)."""
+    x = torch.randn(batch_size, 3, CELL, CELL, device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
+    steps = -(-images // batch_size)
+    best = float("inf")
+    with torch.inference_mode(), autocast:
+        vit.forward_features(x)  # warm-up
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(steps):
+                out = vit.forward_features(x)
+            out.float().sum().item()
+            best = min(best, time.perf_counter() - start)
+    return steps * batch_size / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="timm ViT name (default: vit_small on CUDA, vit_tiny on CPU)")
+    parser.add_argument("--anchors", type=int, default=8, help="anchor tiles per side (a multiple of 8)")
+    parser.add_argument("--source-px", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None, help="loader workers (default: 6 on CUDA, 0 on CPU)")
+    args = parser.parse_args()
+    device = pick_device()
+    name = args.model or ("vit_small_patch16_224" if device.type == "cuda" else "vit_tiny_patch16_224")
+    workers = args.workers if args.workers is not None else (6 if device.type == "cuda" else 0)
+    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'no GPU'}); "
+          f"torch {torch.__version__}; CPU threads {torch.get_num_threads()}; model {name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        torch.manual_seed(0)
+        backbone = build_backbone(name, img_size=CELL, patch_size=16)
+        export_teacher(backbone, root / "model", {"architecture": architecture(backbone, name, {}, CELL)})
+        store = write_store(root / "bench.h5", args.anchors, args.source_px)
+        if device.type == "cuda":  # a first run warms up CUDA, the kernels and the page cache
+            embed_tileset([store], root / "warm.h5", root / "model", batch_size=args.batch_size, workers=workers,
+                          progress=False)
+        start = time.perf_counter()
+        summary = embed_tileset([store], root / "out.h5", root / "model", batch_size=args.batch_size,
+                                workers=workers, progress=False)
+        total = time.perf_counter() - start
+        views = summary["views"]
+        vit = load_encoder(root / "model").model.vit.to(device)
+        bound = bare_forward(vit, args.batch_size, views, device)
+    rate = views / summary["seconds"]
+    print(f"== {args.anchors ** 2} tiles x {len(PROFILE_MPPS)} mpps = {views} views of {CELL} px "
+          f"(S = {args.source_px} px), batch {args.batch_size}, {workers} loader workers, "
+          f"{summary['precision']} ==")
+    print(f"embed (read, window, resize, normalise, forward): {rate:8.1f} img/s  "
+          f"({summary['seconds']:.2f} s; {total:.2f} s with loading, planning and writing)")
+    print(f"bare timm forward_features on a ready batch:      {bound:8.1f} img/s")
+    print(f"ratio embed / bare forward: {rate / bound:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Reading the planned view windows from the tile stores, in batches of one mpp and one window size."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from magflow.embed.protocol import ViewPlan, cut_window
+
+CHUNK_CACHE_BYTES = 16 * 2**20  # for compressed stores (read through h5py): a few source patches
+
+
+@dataclass(frozen=True)
+class ViewJobs:
+    """One row per view: which tile, at which mpp, from which source patch window."""
+
+    tile: np.ndarray    # row in the output
+    mpp: np.ndarray     # index into the list of target mpps
+    store: np.ndarray   # index into the list of stores
+    group: np.ndarray   # index into the list of group names
+    row: np.ndarray     # source patch row in that group
+    x: np.ndarray       # window top-left inside the patch
+    y: np.ndarray
+    w: np.ndarray       # window side
+
+    def __len__(self) -> int:
+        return len(self.tile)
+
+    @classmethod
+    def concat(cls, parts: list[ViewJobs]) -> ViewJobs:
+        names = cls.__dataclass_fields__
+        return cls(**{k: np.concatenate([getattr(p, k) for p in parts]).astype(np.int64) if parts
+                      else np.zeros(0, np.int64) for k in names})
+
+    @classmethod
+    def from_plans(cls, plans: Sequence[ViewPlan], first: int = 0, store: int = 0,
+                   groups: list[str] | None = None) -> ViewJobs:
+        """The jobs of one slide's plans (plan i is target mpp i; tile rows start at ``first``).
+
+        ``groups`` collects the source group names that the jobs' ``group`` indices point into.
+        """
+        groups = [] if groups is None else groups
+        parts = []
+        for index, plan in enumerate(plans):
+            valid = np.flatnonzero(plan.valid)
+            if plan.group not in groups:
+                groups.append(plan.group)
+            full = np.ones(len(valid), np.int64)
+            parts.append(cls(tile=first + valid, mpp=full * index, store=full * store,
+                             group=full * groups.index(plan.group), row=plan.rows[valid], x=plan.offsets[valid, 0],
+                             y=plan.offsets[valid, 1], w=full * plan.crop_px))
+        return cls.concat(parts)
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        """Job indices in batches that share the mpp and the window size, reading each store in row order."""
+        order = np.lexsort((self.row, self.group, self.store, self.w, self.mpp))
+        out: list[list[int]] = []
+        key = None
+        for index in order.tolist():
+            job_key = (int(self.mpp[index]), int(self.w[index]))
+            if job_key != key or len(out[-1]) == batch_size:
+                out.append([])
+                key = job_key
+            out[-1].append(index)
+        return out
+
+
+class ViewBatches(Dataset):
+    """Item b: (the uint8 B×w×w×3 windows of batch b, their job indices). Files open lazily, once per worker.
+
+    Each source patch a batch needs is read once, as its stored chunk when the store is unfiltered
+    (as ``StoreWriter`` writes it), so the views of one patch share the read.
+    """
+
+    def __init__(self, stores: list[str | os.PathLike[str]], groups: list[str], jobs: ViewJobs,
+                 batches: list[list[int]]) -> None:
+        self.stores = [str(s) for s in stores]
+        self.groups = groups
+        self.jobs = jobs
+        self.batches = batches
+        self._files: dict[int, h5py.File] = {}
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def _images(self, store: int, group: int) -> h5py.Dataset:
+        if store not in self._files:
+            self._files[store] = h5py.File(self.stores[store], "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+        return self._files[store][self.groups[group]]["images"]
+
+    @staticmethod
+    def _read(images: h5py.Dataset, row: int) -> np.ndarray:
+        if images.chunks == (1, *images.shape[1:]) and images.id.get_create_plist().get_nfilters() == 0:
+            _, raw = images.id.read_direct_chunk((row, 0, 0, 0))
+            return np.frombuffer(raw, np.uint8).reshape(images.shape[1:])
+        return images[row]
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        jobs, index = self.jobs, np.asarray(self.batches[b], np.int64)
+        w = int(jobs.w[index[0]])
+        windows = np.empty((len(index), w, w, 3), np.uint8)
+        patch, key = None, None
+        for n, i in enumerate(index.tolist()):  # batches are in (store, group, row) order: one read per patch
+            job_key = (int(jobs.store[i]), int(jobs.group[i]), int(jobs.row[i]))
+            if job_key != key:
+                key, patch = job_key, self._read(self._images(job_key[0], job_key[1]), job_key[2])
+            windows[n] = cut_window(patch, np.array([jobs.x[i], jobs.y[i]]), w)
+        return torch.from_numpy(windows), torch.from_numpy(index)
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+    def __getstate__(self) -> dict[str, Any]:  # workers open their own handles
+        return {**self.__dict__, "_files": {}}
