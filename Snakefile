@@ -23,12 +23,14 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/sampler.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/embed.smk"
 
 
 wildcard_constraints:
     slide_id="|".join(map(re.escape, SLIDE_IDS)),
     tileset="|".join(map(re.escape, TILESETS)) or "[A-Za-z0-9_-]+",
     run="|".join(map(re.escape, RUN_SPACE.instance_patterns)),
+    model="|".join(map(re.escape, EMBED_MODELS)),
 
 
 rule all:
@@ -37,4 +39,5 @@ rule all:
         sampler_jsons(),
         sampler_figures(),
         pretrain_targets(),
+        embed_targets(),
     default_target: True

@@ -279,3 +279,19 @@ def test_dataset_over_many_files_with_workers(train_store, tmp_path, slide_025):
     assert sorted(set(mpps)) == [1.0, 2.0] and set(slides) == {"s", "s2"}
     item = dataset[len(dataset) - 1]
     assert item["image"].dtype == torch.uint8 and item["slide"] == "s2" and item["mpp"] == 2.0
+
+
+def test_nested_caps_keep_every_ancestor_of_the_drawn_finest_cells(slide_025, tmp_path):
+    """With nested caps the cap is drawn at the finest scale and coarser scales keep exactly the ancestors,
+    so every tile's tissue centre has a source patch at every scale (the seed protocol)."""
+    params = TileSetParams("eval", [0.25, 0.5, 1.0, 2.0], 224, 512, 0.5, max_tiles_per_scale=5, seed=3,
+                           nested=True)
+    out = tmp_path / "nested.h5"
+    extract_tiles(slide_025[0], "s", slide_025[1], out, params, progress=False)
+    with TileStore(out) as store:
+        finest = store.group(0.25)["grid"][...]
+        assert len(finest) == 5 and store.group(0.25).attrs["available"] == 256
+        for mpp, factor in ((0.5, 2), (1.0, 4), (2.0, 8)):
+            kept = {tuple(c) for c in store.group(mpp)["grid"][...]}
+            assert kept == {tuple(c) for c in finest // factor}, mpp
+            assert store.group(mpp).attrs["nested"]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 import yaml
 
@@ -54,6 +55,7 @@ def finished_run(tmp_path_factory):
         rows.append(f"cmu_small\t{Path(real).resolve()}\t\ttrain\tp4\t")
     make_project(root, rows, tilesets={
         "train": {"scales": [0.25, 0.5, 1.0, 2.0], "source_px": 448, "max_tiles_per_scale": 6},
+        "eval": {"scales": [0.25, 0.5, 1.0, 2.0], "source_px": 512, "max_tiles_per_scale": 6, "nested": True},
         "mad": {"scales": [4.0, 1.0, 0.25], "min_tissue": 0.25, "max_tiles_per_scale": 6},
     })
     first = run(["-s", str(REPO / "Snakefile"), "--cores", "2", "--keep-going"], root)
@@ -93,6 +95,10 @@ def test_rerun_without_the_bad_slide_completes_with_summary_and_report(finished_
     assert card["strategy"] == "cu_minmax" and card["iterations"] == 4 and card["seed"] == 0
     assert (model / "teacher_backbone.safetensors").stat().st_size > 1000
     assert "iteration 4/4" in (root / "logs" / "pretrain" / f"{model.name}.log").read_text()
+    with h5py.File(root / "results" / "embeddings" / model.name / "eval.h5") as h5:
+        assert sorted(json.loads(h5.attrs["mpps"])) == [0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0]
+        assert h5["mpp_0.375"]["features"].shape[0] == len(h5["tile_id"]) > 0
+        assert (h5["label"][...] >= 1).any()  # phantom ground truth reached the tiles
     report = run(["-s", str(REPO / "Snakefile"), "--report", "report.html"], root)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (root / "report.html").stat().st_size > 10000
@@ -105,7 +111,8 @@ def test_dry_run_of_the_default_config_plans_every_job():
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
     for line in ("phantom                 5", "tissue_mask             5", "slide_qc_table          1",
-                 "extract_tiles          15", "optimize_sampler       12", "pretrain                3"):
+                 "extract_tiles          15", "optimize_sampler       12", "pretrain                3",
+                 "embed                   3"):
         assert line in out, out[-2000:]
 
 
@@ -126,7 +133,7 @@ def test_config_errors_stop_before_any_job(tmp_path):
 
 def test_missing_slide_file_fails_only_its_own_job(tmp_path):
     root = make_project(tmp_path, ["ghost\tdata/ghost.svs\t\ttest\tp9\t", PHANTOM_ROWS[0]],
-                        tilesets={"train": {"scales": [1.0]}})
+                        tilesets={"train": {"scales": [1.0]}, "eval": {"scales": [1.0]}})
     result = run(["-s", str(REPO / "Snakefile"), "--cores", "2", "--keep-going"], root)
     assert result.returncode != 0
     assert (root / "results" / "tiles" / "train" / "tiny_a.h5").exists()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from magflow import __version__
-from magflow.errors import MagflowError
+from magflow.errors import ConfigError, MagflowError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -72,6 +72,30 @@ def _sampler(args: argparse.Namespace) -> int:
     sampler = optimize_sampler(config, args.out)
     print(f"{args.strategy} ({args.kernel}): min I = {sampler.min_quality:.4f}, mean I = "
           f"{sampler.mean_quality:.4f}; wrote {args.out}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from magflow.embed import PROFILE_MPPS, ExternalModel, embed_tileset
+
+    if args.model_dir:
+        model = args.model_dir
+    else:
+        model = ExternalModel(args.name or args.timm_name, args.timm_name, args.weights, args.img_size,
+                              json.loads(args.timm_kwargs))
+    labels = {}
+    for item in args.labels:
+        slide_id, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--labels takes SLIDE_ID=PATH, got '{item}'")
+        labels[slide_id] = path
+    summary = embed_tileset(args.stores, args.out, model, name=args.name, mpps=args.mpps or PROFILE_MPPS,
+                            anchor_mpp=args.anchor_mpp, mean_patch=args.mean_patch, labels=labels,
+                            label_csv=args.label_csv, batch_size=args.batch_size, workers=args.workers,
+                            device=args.device)
+    for mpp, count in summary["counts"].items():
+        print(f"{mpp} mpp: {count['valid']} tiles embedded, {count['skipped']} skipped")
+    print(f"{summary['tiles']} tiles, {summary['complete']} at every mpp ({summary['precision']}); wrote {args.out}")
     return 0
 
 
@@ -146,6 +170,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-step", type=float, default=0.005)
     p.add_argument("--out", required=True, help="output JSON")
     p.set_defaults(handler=_sampler)
+
+    p = steps.add_parser("embed", help="embed a tile set's stores at several mpps (a run's teacher or a timm model)")
+    p.add_argument("stores", nargs="+", help="the tile stores of one tile set, e.g. results/tiles/eval/*.h5")
+    p.add_argument("--out", required=True, help="output HDF5 file, e.g. results/embeddings/MODEL/eval.h5")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", help="a run's directory: teacher_backbone.safetensors + model_card.json")
+    source.add_argument("--timm-name", help="an external timm architecture; needs --weights (never downloaded)")
+    p.add_argument("--weights", help="the external model's local weights file")
+    p.add_argument("--img-size", type=int, default=224, help="the external model's image size")
+    p.add_argument("--timm-kwargs", default="{}", help='JSON keyword arguments for timm, e.g. \'{"init_values": 1e-5}\'')
+    p.add_argument("--name", help="model name recorded in the file (default: the directory or timm name)")
+    p.add_argument("--mpps", type=float, nargs="+", help="target mpps (default: 0.25 0.375 0.5 0.75 1 1.5 2)")
+    p.add_argument("--anchor-mpp", type=float, help="the tiles' scale (default: the tile set's finest)")
+    p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token")
+    p.add_argument("--labels", nargs="*", default=[], metavar="SLIDE_ID=PATH",
+                   help="a slide's label mask (with its JSON sidecar) or tile-label CSV")
+    p.add_argument("--label-csv", help="a tile-label CSV for many slides (slide_id, x, y or col, row, label)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
+    p.set_defaults(handler=_embed)
 
     steps.add_parser("pretrain", add_help=False,
                      help="train one DINOv2 run: magflow pretrain --config run.yaml (see magflow pretrain --help); "

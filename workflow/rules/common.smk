@@ -5,6 +5,8 @@ import pandas as pd
 
 from snakemake.utils import Paramspace
 
+from magflow.embed import external_models
+from magflow.embed.labels import sidecar_path
 from magflow.errors import ConfigError
 from magflow.pretrain.trainer import TrainConfig
 from magflow.pretrain.runs import RUN_COLUMNS, check_runs, match_sampler
@@ -114,3 +116,54 @@ def train_stores(wildcards):
 
 def pretrain_targets():
     return expand("results/models/{run}/model_card.json", run=list(RUN_SPACE.instance_patterns))
+
+
+# -- embeddings: every slide's stores of one tile set, embedded by each run and each external baseline ---
+EMBED = config["embed"]
+EXTERNAL_MODELS = external_models(EMBED["external"])  # refuses a baseline without a local weights file
+if EMBED["tileset"] not in config["tilesets"]:
+    raise ConfigError(f"embed.tileset: '{EMBED['tileset']}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
+_clash = sorted(set(EXTERNAL_MODELS) & set(RUN_SPACE.instance_patterns))
+if _clash:
+    raise ConfigError(f"embed.external: {', '.join(_clash)} is also the name of a pretraining run; rename it")
+EMBED_MODELS = list(RUN_SPACE.instance_patterns) + list(EXTERNAL_MODELS)
+
+
+def embed_model(wildcards):
+    """A run's model directory, or an external baseline's settings (see magflow.embed.model_source)."""
+    if wildcards.model in EXTERNAL_MODELS:
+        return dict(EMBED["external"][wildcards.model])
+    return f"results/models/{wildcards.model}"
+
+
+def embed_model_files(wildcards):
+    if wildcards.model in EXTERNAL_MODELS:
+        return {"weights": EXTERNAL_MODELS[wildcards.model].weights}
+    return {"weights": f"results/models/{wildcards.model}/teacher_backbone.safetensors",
+            "card": f"results/models/{wildcards.model}/model_card.json"}
+
+
+def slide_labels(slide_id):
+    """Where a slide's tile labels come from: its sheet `annotation` (label mask or CSV), else a phantom's truth."""
+    entry = slide_entry(slide_id)
+    if isinstance(entry["annotation"], str) and entry["annotation"]:
+        return entry["annotation"]
+    if entry["path"].startswith("results/phantom/"):
+        return f"results/phantom/{slide_id}.labels.png"
+    return None
+
+
+def embed_label_files(wildcards):
+    """Label files as inputs: each mask with its JSON sidecar, each CSV, and embed.label_csv."""
+    files = []
+    for slide_id in SLIDE_IDS:
+        path = slide_labels(slide_id)
+        if path and not path.lower().endswith((".csv", ".tsv")):
+            files += [path, str(sidecar_path(path))]
+        elif path:
+            files.append(path)
+    return files + ([EMBED["label_csv"]] if EMBED["label_csv"] else [])
+
+
+def embed_targets():
+    return expand("results/embeddings/{model}/{tileset}.h5", model=EMBED_MODELS, tileset=EMBED["tileset"])

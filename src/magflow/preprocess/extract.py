@@ -43,6 +43,7 @@ class TileSetParams:
     min_tissue: float = 0.5
     max_tiles_per_scale: int | None = None
     seed: int = 0
+    nested: bool = False  # keep coarser cells only as ancestors of the kept finest cells (same centres)
 
     def check(self) -> None:
         where = f"tilesets.{self.name}"
@@ -166,18 +167,27 @@ def _empty_reason(mask_empty: bool, scales: list[_Scale], skipped: list[SkippedS
     return ""
 
 
+def _ancestors(finest: np.ndarray, factor: int, grid_def: ScaleGrid) -> np.ndarray:
+    """The distinct cells of a coarser grid that contain the given finest cells, in raster order."""
+    cells = np.unique(finest // factor, axis=0).reshape(-1, 2)
+    cells = cells[(cells[:, 0] < grid_def.cols) & (cells[:, 1] < grid_def.rows)]
+    return cells[np.lexsort((cells[:, 0], cells[:, 1]))].astype(np.int64)
+
+
 def _plan_scales_and_cells(slide: Slide, mask: TissueMask, params: TileSetParams
                            ) -> tuple[list[_Scale], list[SkippedScale]]:
     """Per servable scale: its grid, the kept cells and their tissue fractions."""
     plans, skipped = plan_scales(slide, params.scales)
     for skip in skipped:
         log.warning("%s: skipping %g mpp: %s", slide.slide_id, skip.target_mpp, skip.reason)
-    scales = []
+    scales: list[_Scale] = []
     for plan in plans:
         grid_def = make_grid(plan.target_mpp, plan.achieved_mpp, params.cell_px, slide.mpp, slide.dimensions)
         fractions = tissue_fractions(mask.mask, mask.mpp, grid_def)
         cells, available = select_cells(fractions, params.min_tissue, params.max_tiles_per_scale,
                                         _cell_rng(params.seed, slide.slide_id, plan.target_mpp))
+        if params.nested and scales:
+            cells = _ancestors(scales[0].grid, plan.factor // scales[0].plan.factor, grid_def)
         level = slide.plan(plan.achieved_mpp)
         scales.append(_Scale(plan, grid_def, cells, fractions[cells[:, 1], cells[:, 0]], available, {
             "target_mpp": plan.target_mpp, "mpp": plan.achieved_mpp, "read_level": level.level,
@@ -185,6 +195,7 @@ def _plan_scales_and_cells(slide: Slide, mask: TissueMask, params: TileSetParams
             "interpolation": "area", "cell_px": params.cell_px, "source_px": params.source_px,
             "grid_cols": grid_def.cols, "grid_rows": grid_def.rows, "cell_um": grid_def.cell_um,
             "available": available, "kept": len(cells), "min_tissue": params.min_tissue,
+            "nested": params.nested,
         }))
         log.info("%s: %g mpp (achieved %.4g, level %d): %d cells with tissue, %d kept", slide.slide_id,
                  plan.target_mpp, plan.achieved_mpp, level.level, available, len(cells))
