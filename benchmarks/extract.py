@@ -97,10 +97,10 @@ def main() -> None:
                   "(tissue + context windows)")
         extraction(path, mask, Path(tmp) / "warm.h5", 1)  # warm the page cache and imports
         for workers in args.workers:
-            a = min(bare_loop(path, tissue, workers) for _ in range(args.repeats))
-            a_plus = min(bare_loop(path, decoded, workers) for _ in range(args.repeats))
-            b = min(extraction(path, mask, Path(tmp) / f"store{workers}_{r}.h5", workers)
-                    for r in range(args.repeats))
+            runs = [(bare_loop(path, tissue, workers), bare_loop(path, decoded, workers),
+                     extraction(path, mask, Path(tmp) / f"store{workers}_{r}.h5", workers))
+                    for r in range(args.repeats)]  # interleaved, so load changes hit all three alike
+            a, a_plus, b = (min(times) for times in zip(*runs))
             n = len(tissue)
             print(f"workers={workers}: (a) bare loop {n / a:7.1f} tiles-eq/s ({a * 1000:.0f} ms) | "
                   f"(a+) bare loop over decoded area {len(decoded) / a_plus:7.1f} tiles/s ({a_plus * 1000:.0f} ms) | "

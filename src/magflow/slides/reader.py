@@ -170,11 +170,11 @@ class Slide:
         except Exception:  # noqa: BLE001 - any layout tifffile cannot map: stay on OpenSlide
             return False
         last = self.levels[-1]
-        w0, h0 = min(256, self.levels[0].width), min(256, self.levels[0].height)
+        w0, h0 = min(128, self.levels[0].width), min(128, self.levels[0].height)
         x0, y0 = (self.levels[0].width - w0) // 2, (self.levels[0].height - h0) // 2
         checks = [(0, x0, y0, w0, h0)]
         if last.index:
-            checks.append((last.index, 0, 0, min(last.width, 256), min(last.height, 256)))
+            checks.append((last.index, 0, 0, min(last.width, 128), min(last.height, 128)))
         try:
             for level, x, y, w, h in checks:
                 ds = self.levels[level].downsample
