@@ -24,6 +24,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/sampler.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/embed.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 wildcard_constraints:
@@ -40,4 +41,5 @@ rule all:
         sampler_figures(),
         pretrain_targets(),
         embed_targets(),
+        evaluation_targets(),
     default_target: True

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,13 @@ def test_rerun_without_the_bad_slide_completes_with_summary_and_report(finished_
         assert sorted(json.loads(h5.attrs["mpps"])) == [0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0]
         assert h5["mpp_0.375"]["features"].shape[0] == len(h5["tile_id"]) > 0
         assert (h5["label"][...] >= 1).any()  # phantom ground truth reached the tiles
+    records = {m: json.loads((root / "results" / "eval" / model.name / f"{m}.json").read_text())
+               for m in ("rankme", "probes", "consistency", "segmentation")}
+    assert records["rankme"]["status"] == "ok" and records["consistency"]["status"] == "ok"
+    assert records["probes"]["status"] == "skipped"  # one slide with tiles: no split, and the record says so
+    assert "split" in records["probes"]["reason"]
+    index = (root / "results" / "report" / "index.html").read_text()
+    assert model.name in index and "Provenance" in index and "data:image/png;base64," in index
     report = run(["-s", str(REPO / "Snakefile"), "--report", "report.html"], root)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (root / "report.html").stat().st_size > 10000
@@ -110,10 +118,13 @@ def test_dry_run_of_the_default_config_plans_every_job():
     result = run(["-n"], REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
-    for line in ("phantom                 5", "tissue_mask             5", "slide_qc_table          1",
-                 "extract_tiles          15", "optimize_sampler       12", "pretrain                3",
-                 "embed                   3"):
-        assert line in out, out[-2000:]
+    jobs = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
+    expected = {"phantom": 5, "tissue_mask": 5, "slide_qc_table": 1, "extract_tiles": 15, "optimize_sampler": 12,
+                "pretrain": 3, "embed": 3, "evaluation_figures": 3, "rankme_comparison": 1, "report_index": 1}
+    expected.update({f"evaluate_{metric}": 3 for metric in ("rankme", "probes", "cross_mpp", "clustering", "centroids",
+                                                            "consistency", "segmentation")})
+    for name, count in expected.items():
+        assert jobs.get(name) == count, (name, out[-2500:])
 
 
 def test_lint_is_clean():

@@ -99,6 +99,42 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{flag} takes SLIDE_ID=PATH, got '{item}'")
+        out[key] = value
+    return out
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from magflow.evaluate.run import METRICS, evaluate_metric
+    from magflow.sheet import read_sheet
+
+    entries = read_sheet(args.sheet) if args.sheet else []
+    out = Path(args.out_dir)
+    for metric in args.metrics or list(METRICS):
+        record = evaluate_metric(metric, args.embeddings, out / f"{metric}.json", settings=json.loads(args.settings),
+                                 sheet_splits={e.slide_id: e.split for e in entries},
+                                 groups={e.slide_id: e.group for e in entries},
+                                 masks=_pairs(args.masks, "--masks"), maps_dir=out / "segmentation")
+        print(f"{metric}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else "")
+              + f"; wrote {out / f'{metric}.json'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from magflow.report.build import build_report
+
+    index = build_report(args.models, {m: Path(args.embeddings_root) / m / f"{args.tileset}.h5" for m in args.models},
+                         args.eval_root, args.out_dir, json.loads(args.settings), manifests=args.manifests,
+                         slide_table=args.slide_table)
+    print(f"wrote {index}")
+    return 0
+
+
 def _read(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -191,6 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.set_defaults(handler=_embed)
+
+    p = steps.add_parser("evaluate", help="metric records of one embeddings file (RankMe, probes, cross-mpp, "
+                                          "clustering, centroids, consistency, segmentation)")
+    p.add_argument("embeddings", help="an embeddings file, e.g. results/embeddings/MODEL/eval.h5")
+    p.add_argument("--out-dir", required=True, help="where the records go, e.g. results/eval/MODEL")
+    p.add_argument("--metrics", nargs="+", help="metric families (default: all)")
+    p.add_argument("--sheet", help="the slide sheet: its split and group columns (evaluate.splits: sheet/auto)")
+    p.add_argument("--masks", nargs="*", default=[], metavar="SLIDE_ID=PATH",
+                   help="label masks (with their JSON sidecars) of the slides segmentation is scored on")
+    p.add_argument("--settings", default="{}", help='the config\'s evaluate block as JSON, e.g. \'{"splits": "sheet"}\'')
+    p.set_defaults(handler=_evaluate)
+
+    p = steps.add_parser("report", help="figures of evaluated models, their RankMe comparison and index.html")
+    p.add_argument("models", nargs="+", help="model names (folders of --eval-root and --embeddings-root)")
+    p.add_argument("--eval-root", default="results/eval")
+    p.add_argument("--embeddings-root", default="results/embeddings")
+    p.add_argument("--tileset", default="eval", help="the embedded tile set: {embeddings-root}/{model}/{tileset}.h5")
+    p.add_argument("--out-dir", default="results/report")
+    p.add_argument("--manifests", nargs="*", default=[], help="tile manifests (TSV) for the mpp sources")
+    p.add_argument("--slide-table", help="the slide QC table, results/qc/slides.tsv")
+    p.add_argument("--settings", default="{}", help="the config's evaluate block as JSON")
+    p.set_defaults(handler=_report)
 
     steps.add_parser("pretrain", add_help=False,
                      help="train one DINOv2 run: magflow pretrain --config run.yaml (see magflow pretrain --help); "

@@ -8,8 +8,11 @@ from snakemake.utils import Paramspace
 from magflow.embed import external_models
 from magflow.embed.labels import sidecar_path
 from magflow.errors import ConfigError
+from magflow.evaluate.run import METRICS
+from magflow.evaluate.settings import EvalSettings
 from magflow.pretrain.trainer import TrainConfig
 from magflow.pretrain.runs import RUN_COLUMNS, check_runs, match_sampler
+from magflow.report.model_report import FIGURES, TABLES
 from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
 from magflow.sheet import read_sheet
 
@@ -167,3 +170,44 @@ def embed_label_files(wildcards):
 
 def embed_targets():
     return expand("results/embeddings/{model}/{tileset}.h5", model=EMBED_MODELS, tileset=EMBED["tileset"])
+
+
+# -- evaluation: every embedded model, one job per model and metric family ---------------------------------
+EVALUATE = config["evaluate"]
+EvalSettings.from_config(EVALUATE)  # invalid evaluation settings stop the run before any job
+EVAL_METRICS = list(METRICS)
+
+
+def eval_embeddings(wildcards):
+    return f"results/embeddings/{wildcards.model}/{EMBED['tileset']}.h5"
+
+
+def eval_masks():
+    """Slide id → label mask (a CSV is no mask): the ground truth that segmentation is scored against."""
+    paths = {slide_id: slide_labels(slide_id) for slide_id in SLIDE_IDS}
+    return {s: p for s, p in paths.items() if p and not p.lower().endswith((".csv", ".tsv"))}
+
+
+def eval_mask_files(wildcards):
+    return [f for path in eval_masks().values() for f in (path, str(sidecar_path(path)))]
+
+
+EVAL_CONTEXT = {
+    "settings": EVALUATE,
+    "sheet_splits": dict(zip(SLIDES["slide_id"], SLIDES["split"])),
+    "groups": {s: (None if pd.isna(g) else str(g)) for s, g in zip(SLIDES["slide_id"], SLIDES["group"])},
+    "masks": eval_masks(),
+}
+
+
+def evaluation_records():
+    return expand("results/eval/{model}/{metric}.json", model=EMBED_MODELS, metric=EVAL_METRICS)
+
+
+def evaluation_figure_files():
+    return expand("results/report/{model}/{name}", model=EMBED_MODELS, name=[*FIGURES.values(), TABLES])
+
+
+def evaluation_targets():
+    return (evaluation_records() + evaluation_figure_files()
+            + ["results/report/rankme_profiles.png", "results/report/index.html"])

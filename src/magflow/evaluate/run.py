@@ -1,0 +1,74 @@
+"""Evaluate one model's embeddings file for one metric family and write its record.
+
+``evaluate_metric("probes", "results/embeddings/m/eval.h5", "results/eval/m/probes.json", sheet_splits=...)``
+reads the file, computes the metric and writes the record (see ``magflow.evaluate.record``). A metric
+that cannot be computed on this file (no labels, too few slides for a split, a missing mpp) writes
+a record with status ``skipped`` and the reason instead of failing the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from magflow.evaluate.data import EvalData
+from magflow.evaluate.outcome import MetricResult, MetricSkipped
+from magflow.evaluate.record import make_record, write_record
+from magflow.evaluate.run_hierarchy import consistency
+from magflow.evaluate.run_labels import clustering, cross_mpp, probes
+from magflow.evaluate.run_profile import centroid_profile, rankme_profile
+from magflow.evaluate.run_segmentation import segmentation
+from magflow.evaluate.settings import EvalContext, EvalSettings
+
+log = logging.getLogger(__name__)
+Metric = Callable[[EvalData, EvalContext], MetricResult]
+
+METRICS: dict[str, Metric] = {
+    "rankme": rankme_profile,
+    "probes": probes,
+    "cross_mpp": cross_mpp,
+    "clustering": clustering,
+    "centroids": centroid_profile,
+    "consistency": consistency,
+    "segmentation": segmentation,
+}
+
+
+def evaluate_metric(metric: str, embeddings: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                    settings: EvalSettings | Mapping[str, Any] | None = None,
+                    sheet_splits: Mapping[str, str] | None = None, groups: Mapping[str, str | None] | None = None,
+                    masks: Mapping[str, str | os.PathLike[str]] | None = None,
+                    maps_dir: str | os.PathLike[str] | None = None,
+                    config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Compute ``metric`` on ``embeddings`` and write its record to ``out``; return the record.
+
+    ``settings``: the config's ``evaluate`` block; ``sheet_splits`` and ``groups``: slide id → the sheet's
+    split and group; ``masks``: slide id → label mask (segmentation); ``maps_dir``: where segmentation
+    writes its maps; ``config``: the whole run config, recorded as provenance.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric '{metric}'; known: {', '.join(METRICS)}")
+    if not isinstance(settings, EvalSettings):
+        settings = EvalSettings.from_config(settings)
+    context = EvalContext(settings, dict(sheet_splits or {}), dict(groups or {}), dict(masks or {}), maps_dir,
+                          config)
+    if metric == "segmentation" and maps_dir is not None:
+        os.makedirs(maps_dir, exist_ok=True)  # the maps folder exists even when nothing is painted
+    data = EvalData.read(embeddings)
+    log.info("%s: %s on %d tiles at %s mpp", data.model, metric, data.n, [f"{m:g}" for m in data.mpps])
+    try:
+        with warnings.catch_warnings():  # small test splits often miss a predicted class: expected, not news
+            warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+            outcome = METRICS[metric](data, context)
+        record = make_record(metric, data, outcome.result, seeds=outcome.seeds, constants=outcome.constants,
+                             config=context.config)
+    except MetricSkipped as skip:
+        log.warning("%s: %s skipped: %s", data.model, metric, skip)
+        record = make_record(metric, data, reason=str(skip), config=context.config)
+    for key, reason in (record["result"].get("left_out") or {}).items():
+        log.info("%s: %s leaves out %s mpp: %s", data.model, metric, key, reason)
+    write_record(out, record)
+    return record

@@ -1,0 +1,102 @@
+"""Label-based metrics of one model: kNN and linear probes per mpp, the cross-mpp matrix, K-Means.
+
+Every mpp uses its labelled tiles with a view there, and the same slide splits (see
+``magflow.evaluate.split_plan``). An mpp whose tiles cannot be probed on some split (no val or test
+tile, one class, fewer than k reference tiles) is left out with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from magflow.evaluate.classification import ScoreSummary
+from magflow.evaluate.clustering import KMEANS_N_INIT, KMEANS_SEED, kmeans_scores
+from magflow.evaluate.cross_mpp import LabelledTiles, cross_mpp_matrix
+from magflow.evaluate.data import EvalData, mpp_key
+from magflow.evaluate.knn import KNN_K, KNN_METRIC, KNN_WEIGHTS
+from magflow.evaluate.label_metrics import label_metrics
+from magflow.evaluate.linear_probe import C_GRID, PROBE_CLASS_WEIGHT, PROBE_MAX_ITER, PROBE_SOLVER, PROBE_TOL
+from magflow.evaluate.outcome import MetricResult, MetricSkipped
+from magflow.evaluate.settings import EvalContext
+from magflow.evaluate.split_plan import SplitPlan, plan_splits, require_labels, rows_problem
+
+PROBE_CONSTANTS = {"knn": {"k": KNN_K, "metric": KNN_METRIC, "weights": KNN_WEIGHTS, "reference": "train + val"},
+                   "linear": {"solver": PROBE_SOLVER, "max_iter": PROBE_MAX_ITER, "tol": PROBE_TOL,
+                              "class_weight": PROBE_CLASS_WEIGHT, "c_grid": list(C_GRID),
+                              "c_chosen_by": "val balanced accuracy, then refit on train + val",
+                              "scaling": "StandardScaler"}}
+
+
+def probe_ready(data: EvalData, plan: SplitPlan) -> tuple[dict[float, np.ndarray], dict[str, str]]:
+    """(mpp → labelled rows that every split can probe, mpp → why it is left out)."""
+    ready, left_out = {}, {}
+    for m in data.mpps:
+        rows = data.labelled(m)
+        problem = rows_problem(data.labels[rows], data.slides[rows], plan.splits) if len(rows) else "no labelled tile"
+        if problem:
+            left_out[mpp_key(m)] = problem
+        else:
+            ready[m] = rows
+    if not ready:
+        raise MetricSkipped("no mpp can be probed on every split: " + "; ".join(f"{k} mpp: {v}"
+                                                                               for k, v in left_out.items()))
+    return ready, left_out
+
+
+def _summary(summary: ScoreSummary, names: list[str]) -> dict[str, Any]:
+    return {"balanced_accuracy": summary.balanced_accuracy, "macro_f1": summary.macro_f1,
+            "per_class_f1": {names[c] if 0 <= c < len(names) else str(c): s for c, s in summary.per_class_f1.items()}}
+
+
+def probes(data: EvalData, context: EvalContext) -> MetricResult:
+    plan = plan_splits(data, context)
+    ready, left_out = probe_ready(data, plan)
+    per_mpp = {}
+    for m, rows in ready.items():
+        scores = label_metrics(data.features(m, rows), data.labels[rows], data.slides[rows], plan.splits)
+        per_mpp[mpp_key(m)] = {"n": len(rows), "knn": _summary(scores.knn_summary, data.class_names),
+                               "linear": _summary(scores.linear_summary, data.class_names),
+                               "per_seed": {"knn": scores.knn, "linear": scores.linear}}
+    result = {"mpps": list(ready), "left_out": left_out, "split": plan.describe(), "scores": per_mpp}
+    return MetricResult(result, plan.seeds, PROBE_CONSTANTS)
+
+
+def cross_mpp(data: EvalData, context: EvalContext) -> MetricResult:
+    plan = plan_splits(data, context)
+    ready, left_out = probe_ready(data, plan)
+    tiles = {m: LabelledTiles(data.features(m, r), data.labels[r], data.slides[r]) for m, r in ready.items()}
+    matrix = cross_mpp_matrix(tiles, plan.splits)
+    out: dict[str, Any] = {"mpps": list(matrix.mpps), "left_out": left_out, "split": plan.describe(),
+                           "axes": "[train mpp, test mpp]", "chosen_c": matrix.chosen_c}
+    for score in ("balanced_accuracy", "macro_f1"):
+        values = getattr(matrix, score)
+        mean, std = matrix.mean_std(values)
+        kept = matrix.consistency(score)
+        kept_mean, kept_std = matrix.mean_std(kept)
+        out[score] = {"mean": mean, "std": std, "per_seed": values,
+                      "consistency_percent": {"mean": kept_mean, "std": kept_std, "per_seed": kept}}
+    constants = {"linear": PROBE_CONSTANTS["linear"],
+                 "consistency_percent": "100 · score(train a, test b) / score(train a, test a), per seed"}
+    return MetricResult(out, plan.seeds, constants)
+
+
+def clustering(data: EvalData, context: EvalContext) -> MetricResult:
+    require_labels(data)
+    per_mpp, left_out = {}, {}
+    for m in data.mpps:
+        rows = data.labelled(m)
+        k = len(np.unique(data.labels[rows]))
+        if k < 2 or len(rows) <= k:
+            left_out[mpp_key(m)] = f"{len(rows)} labelled tiles in {k} classes (need two classes, more tiles than classes)"
+            continue
+        scores = kmeans_scores(data.features(m, rows), data.labels[rows])
+        per_mpp[mpp_key(m)] = {"n": len(rows), "ami": scores.ami, "davies_bouldin": scores.davies_bouldin,
+                               "davies_bouldin_classes": scores.davies_bouldin_classes, "k": scores.n_clusters}
+    if not per_mpp:
+        raise MetricSkipped("no mpp has enough labelled tiles: " + "; ".join(f"{k} mpp: {v}" for k, v in left_out.items()))
+    result = {"mpps": [float(k) for k in per_mpp], "left_out": left_out, "scores": per_mpp}
+    return MetricResult(result, [KMEANS_SEED], {"kmeans_seed": KMEANS_SEED, "n_init": KMEANS_N_INIT,
+                                                "k": "number of classes among the mpp's labelled tiles",
+                                                "features": "L2-normalised"})

@@ -1,0 +1,58 @@
+"""What one evaluation job knows beyond the embeddings: its settings and the slide sheet's splits and groups."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from magflow.errors import ConfigError
+from magflow.evaluate.consistency import COARSE_MPP, FINE_MPP
+from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION
+
+SPLIT_MODES = ("auto", "seeded", "sheet")
+SEGMENTATION_MPP = 1.0  # the probe painted onto test slides is trained at 10x (MAD)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The ``evaluate`` block of the config (see config/README.md); every field has the default shown."""
+
+    splits: str = "auto"  # seeded: seeded slide splits; sheet: the sheet's split column; auto: seeded if possible
+    seeds: tuple[int, ...] = SEEDS
+    test_fraction: float = TEST_FRACTION
+    val_fraction: float = VAL_FRACTION
+    coarse_mpp: float = COARSE_MPP
+    fine_mpp: float = FINE_MPP
+    segmentation_mpp: float = SEGMENTATION_MPP
+
+    @classmethod
+    def from_config(cls, settings: Mapping[str, Any] | None) -> EvalSettings:
+        values = dict(settings or {})
+        hierarchy = values.pop("hierarchy", None) or {}
+        segmentation = values.pop("segmentation", None) or {}
+        values.update({k: v for k, v in {"coarse_mpp": hierarchy.get("coarse_mpp"),
+                                         "fine_mpp": hierarchy.get("fine_mpp"),
+                                         "segmentation_mpp": segmentation.get("train_mpp")}.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"evaluate: unknown keys {unknown}; known: {sorted(known)}")
+        if "seeds" in values:
+            values["seeds"] = tuple(int(s) for s in values["seeds"])
+        out = cls(**values)
+        if out.splits not in SPLIT_MODES or not out.seeds or out.fine_mpp >= out.coarse_mpp:
+            raise ConfigError(f"evaluate: splits must be one of {SPLIT_MODES}, seeds non-empty and fine_mpp < "
+                              f"coarse_mpp; got {out}")
+        return out
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    settings: EvalSettings = field(default_factory=EvalSettings)
+    sheet_splits: Mapping[str, str] = field(default_factory=dict)  # slide id → train / val / test
+    groups: Mapping[str, str | None] = field(default_factory=dict)  # slide id → group (patient); None: itself
+    masks: Mapping[str, str | os.PathLike[str]] = field(default_factory=dict)  # slide id → label mask PNG
+    maps_dir: str | os.PathLike[str] | None = None  # where segmentation writes its label maps
+    config: Mapping[str, Any] | None = None  # the run's config, recorded as provenance

@@ -1,0 +1,96 @@
+"""The slide splits every label-based metric of one model uses, and why a metric cannot run.
+
+- ``seeded``: one :func:`split_slides` per seed over the slides with labelled tiles, grouped by the
+  sheet's ``group`` (a patient never spans two splits), stratified by tile label.
+- ``sheet``: the sheet's own ``split`` column, as one split (recorded with seed −1).
+- ``auto``: seeded when the slides allow it, else the sheet's split; the record says which and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from magflow.evaluate.data import EvalData
+from magflow.evaluate.knn import KNN_K
+from magflow.evaluate.outcome import MetricSkipped
+from magflow.evaluate.settings import EvalContext
+from magflow.evaluate.splits import SlideSplit, Split, split_slides
+
+SHEET_SEED = -1
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    splits: list[SlideSplit]
+    mode: str   # "seeded" or "sheet"
+    note: str   # why this mode, when auto chose it
+
+    @property
+    def seeds(self) -> list[int]:
+        return [s.seed for s in self.splits]
+
+    def describe(self) -> dict[str, object]:
+        return {"mode": self.mode, "note": self.note, "seeds": self.seeds,
+                "splits": [{"seed": s.seed, "train": sorted(s.train), "val": sorted(s.val), "test": sorted(s.test)}
+                           for s in self.splits]}
+
+
+def require_labels(data: EvalData) -> None:
+    if not data.has_labels():
+        raise MetricSkipped("the embeddings have no tile labels (label −1 on every tile); give the embed step "
+                            "label masks or a tile-label CSV (the sheet's `annotation` column)")
+
+
+def plan_splits(data: EvalData, context: EvalContext) -> SplitPlan:
+    """The splits of ``context.settings.splits``, over the slides that have labelled tiles."""
+    require_labels(data)
+    settings = context.settings
+    labelled = np.flatnonzero(data.labels >= 0)
+    slides, labels = data.slides[labelled], data.labels[labelled]
+    if settings.splits != "sheet":
+        groups = np.array([_group(context.groups.get(s), s) for s in slides], dtype=object).astype(str)
+        try:
+            splits = [split_slides(labels, slides, groups, seed, settings.test_fraction, settings.val_fraction)
+                      for seed in settings.seeds]
+            return SplitPlan(splits, "seeded", "")
+        except ValueError as error:
+            if settings.splits == "seeded":
+                raise MetricSkipped(f"seeded slide splits are impossible: {error}") from None
+            note = f"seeded splits impossible ({error}); the sheet's split column is used"
+    else:
+        note = ""
+    parts = {name: frozenset(s for s in np.unique(slides) if context.sheet_splits.get(s) == name)
+             for name in ("train", "val", "test")}
+    empty = [name for name, part in parts.items() if not part]
+    if empty:
+        raise MetricSkipped(f"the sheet's split has no slide with labelled tiles in {', '.join(empty)}"
+                            + (f" ({note})" if note else ""))
+    return SplitPlan([SlideSplit(parts["train"], parts["val"], parts["test"], SHEET_SEED)], "sheet", note)
+
+
+def _group(group: object, slide: str) -> str:
+    """The sheet's group, or the slide alone when it has none (prefixed: never merged with a named group)."""
+    return f"group:{group}" if isinstance(group, str) and group else f"slide:{slide}"
+
+
+def split_problem(labels: np.ndarray, split: Split, k: int = KNN_K) -> str:
+    """Why kNN or the linear probe cannot run on one split of one mpp's rows; empty when they can."""
+    if not len(split.test) or not len(split.val):
+        return f"{len(split.val)} val and {len(split.test)} test tiles"
+    if len(np.unique(labels[split.train])) < 2:
+        return "fewer than two classes among the training tiles"
+    if len(split.train) + len(split.val) < k:
+        return f"{len(split.train) + len(split.val)} train + val tiles, fewer than kNN's k = {k}"
+    return ""
+
+
+def rows_problem(labels: np.ndarray, slides: np.ndarray, splits: Sequence[SlideSplit]) -> str:
+    """The first split on which these rows cannot be probed, as a reason; empty when every split works."""
+    for split in splits:
+        problem = split_problem(labels, split.rows(slides))
+        if problem:
+            return f"split seed {split.seed}: {problem}"
+    return ""

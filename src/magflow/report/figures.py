@@ -1,0 +1,190 @@
+"""Evaluation figures from the metric records: RankMe profiles, probe curves and the mpp × mpp heatmaps.
+
+Every function takes a record (``magflow.evaluate.record``) and writes one PNG atomically; a skipped
+record gives a figure that says why, so every expected figure exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from magflow.atomic import atomic_path  # noqa: E402
+
+STANDARD_MPPS = (0.25, 0.5, 1.0, 2.0)  # 40x, 20x, 10x, 5x: the scanner scales; the rest are intermediate
+DPI = 110
+
+
+def save(fig: Figure, path: str | os.PathLike[str], rect: tuple[float, float, float, float] | None = None) -> None:
+    fig.tight_layout(rect=rect)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    plt.close(fig)
+
+
+def skipped_figure(record: Mapping[str, Any], path: str | os.PathLike[str], title: str) -> None:
+    fig, ax = plt.subplots(figsize=(5, 2.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{title}\nskipped: {record.get('reason', '')}", ha="center", va="center", wrap=True, fontsize=9)
+    save(fig, path)
+
+
+def is_standard(mpp: float) -> bool:
+    return any(abs(mpp - s) < 1e-9 for s in STANDARD_MPPS)
+
+
+def _mpp_axis(ax: plt.Axes, mpps: Sequence[float]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(mpps), [f"{m:g}" for m in mpps])
+    ax.minorticks_off()
+    for m in mpps:
+        ax.axvline(m, color="0.75" if is_standard(m) else "0.88", lw=0.8, ls="-" if is_standard(m) else ":", zorder=0)
+    ax.set_xlabel("mpp (µm/px): solid = standard, dotted = intermediate")
+
+
+def _profile(ax: plt.Axes, mpps: Sequence[float], values: Sequence[float], label: str, colour: Any) -> None:
+    ax.plot(mpps, values, color=colour, lw=1.5, label=label)
+    for m, v in zip(mpps, values):
+        ax.plot(m, v, "o", color=colour, mfc=colour if is_standard(m) else "white", ms=6)
+
+
+def rankme_points(record: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+    result = record["result"]
+    mpps = [float(m) for m in result["mpps"]]
+    return mpps, [result["rankme"][f"{m:g}"] for m in mpps]
+
+
+def rescale(values: np.ndarray, top: float) -> np.ndarray:
+    """``values`` scaled so their maximum is ``top``: ratios are kept, so a flat curve stays flat."""
+    peak = float(np.max(values))
+    return np.asarray(values, np.float64) * (top / peak) if peak > 0 else np.asarray(values, np.float64)
+
+
+def plot_rankme_profile(record: Mapping[str, Any], path: str | os.PathLike[str],
+                        sampler: Mapping[str, Any] | None = None) -> None:
+    """RankMe per mpp (filled markers: standard mpps, open: intermediate), with the run's sampler's I(y)
+    scaled so that its maximum meets the highest RankMe, when a sampler is given."""
+    if record["status"] != "ok":
+        return skipped_figure(record, path, f"RankMe: {record['model']}")
+    mpps, values = rankme_points(record)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    _profile(ax, mpps, values, "RankMe (measured)", "C0")
+    if sampler and sampler.get("grid") and sampler.get("I"):
+        grid, quality = np.asarray(sampler["grid"], float), np.asarray(sampler["I"], float)
+        ax.plot(grid, rescale(quality, max(values)), "--", color="C3", lw=1.2,
+                label=f"predicted I(y), {sampler.get('strategy')} (× max RankMe / max I)")
+    result = record["result"]
+    _mpp_axis(ax, sorted(set(mpps) | {float(k) for k in result.get("left_out", {})}))
+    ax.set_ylabel("RankMe")
+    n = sorted(set(result["n"].values()))
+    ax.set_title(f"{record['model']}\nN = {', '.join(map(str, n))} tiles ({result['rows']})", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    save(fig, path)
+
+
+def plot_rankme_comparison(records: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Every model's RankMe profile on one chart."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    all_mpps: set[float] = set()
+    for i, (model, record) in enumerate(records.items()):
+        if record["status"] != "ok":
+            continue
+        mpps, values = rankme_points(record)
+        all_mpps |= set(mpps)
+        _profile(ax, mpps, values, model, f"C{i % 10}")
+    if not all_mpps:
+        plt.close(fig)
+        return skipped_figure({"reason": "no model has a RankMe profile"}, path, "RankMe profiles")
+    _mpp_axis(ax, sorted(all_mpps))
+    ax.set_ylabel("RankMe")
+    ax.set_title("RankMe profiles of all models", fontsize=10)
+    ax.legend(fontsize=6, loc="best")
+    save(fig, path)
+
+
+def plot_rankme_comparison_files(paths: Sequence[str | os.PathLike[str]], path: str | os.PathLike[str]) -> None:
+    """:func:`plot_rankme_comparison` of the RankMe records at ``paths`` (named by their models)."""
+    records = [json.loads(Path(p).read_text()) for p in paths]
+    plot_rankme_comparison({r["model"]: r for r in records}, path)
+
+
+def plot_probe_curves(record: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """kNN and linear-probe balanced accuracy and macro-F1 per mpp, mean ± std over the splits."""
+    if record["status"] != "ok":
+        return skipped_figure(record, path, f"Probes: {record['model']}")
+    result = record["result"]
+    mpps = [float(m) for m in result["mpps"]]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for ax, score in zip(axes, ("balanced_accuracy", "macro_f1")):
+        for colour, probe in (("C0", "knn"), ("C1", "linear")):
+            cells = [result["scores"][f"{m:g}"][probe][score] for m in mpps]
+            mean = np.array([c["mean"] for c in cells], float)
+            std = np.array([c["std"] or 0.0 for c in cells], float)
+            ax.fill_between(mpps, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+            _profile(ax, mpps, mean, "kNN (k = 20)" if probe == "knn" else "linear probe", colour)
+        _mpp_axis(ax, mpps)
+        ax.set_title(score.replace("_", " "), fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("test score (mean ± std over splits)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{record['model']}: {len(record['seeds'])} split(s), {result['split']['mode']}", fontsize=9)
+    save(fig, path)
+
+
+def heatmap(ax: plt.Axes, matrix: np.ndarray, mpps: Sequence[float], fmt: str, vmin: float, vmax: float,
+            cmap: str = "viridis") -> None:
+    image = ax.imshow(matrix, vmin=vmin, vmax=vmax, cmap=cmap)
+    labels = [f"{m:g}" for m in mpps]
+    ax.set_xticks(range(len(mpps)), labels)
+    ax.set_yticks(range(len(mpps)), labels)
+    for (i, j), value in np.ndenumerate(matrix):
+        if np.isfinite(value):
+            ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7,
+                    color="white" if value < (vmin + vmax) / 2 else "black")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+
+
+def _matrix(values: Any) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in values], float)
+
+
+def plot_cross_mpp(record: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Balanced accuracy of a probe trained at one mpp (rows) and tested at another (columns), and the
+    share of its own same-mpp score that it keeps (consistency %)."""
+    if record["status"] != "ok":
+        return skipped_figure(record, path, f"Cross-mpp: {record['model']}")
+    result = record["result"]
+    mpps = result["mpps"]
+    scores = result["balanced_accuracy"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    heatmap(axes[0], _matrix(scores["mean"]), mpps, ".2f", 0, 1)
+    heatmap(axes[1], _matrix(scores["consistency_percent"]["mean"]), mpps, ".0f", 0, 100, cmap="magma")
+    for ax, title in zip(axes, ("balanced accuracy", "consistency % (of the same-mpp score)")):
+        ax.set_xlabel("test mpp")
+        ax.set_ylabel("train mpp")
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"{record['model']}: mean over {len(record['seeds'])} split(s)", fontsize=9)
+    save(fig, path)
+
+
+def plot_centroids(record: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Cosine similarity between the per-mpp centroids of the unit-normalised embeddings."""
+    if record["status"] != "ok":
+        return skipped_figure(record, path, f"Centroids: {record['model']}")
+    result = record["result"]
+    matrix = _matrix(result["matrix"])
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    low = float(np.nanmin(matrix))
+    heatmap(ax, matrix, result["mpps"], ".3f", low if low < 1 else 0.0, 1.0)
+    ax.set_title(f"{record['model']}\ncentroid cosine similarity ({result['rows']})", fontsize=9)
+    save(fig, path)

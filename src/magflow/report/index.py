@@ -1,0 +1,179 @@
+"""``results/report/index.html``: every model side by side, and where the numbers came from, in one file.
+
+The page is self-contained (figures embedded as base64 PNGs): it can be mailed or archived alone.
+Sections: the RankMe comparison and a one-row-per-model summary; the models side by side (one
+column each: RankMe profile, probe curves, cross-mpp matrix, centroid heatmap, consistency table,
+segmentation examples, PCA, scores, metric status); provenance (config, seeds, versions, commits,
+mpp sources of the slides and of each evaluated mpp).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from magflow import provenance
+from magflow.atomic import atomic_path
+from magflow.report.html import table
+from magflow.report.model_report import FIGURES, model_card, read_records
+from magflow.report.tables import consistency_table, fmt, scores_table, skipped_table
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f0f5; }
+tr.warn td { background: #fff3cd; }
+caption { text-align: left; font-weight: 600; margin-bottom: 0.4em; }
+.side { overflow-x: auto; }
+.side > table > tbody > tr > td { min-width: 460px; max-width: 640px; }
+.side img { width: 100%; }
+pre { background: #f7f7f9; padding: 0.8em; overflow-x: auto; font-size: 12px; max-height: 30em; }
+nav a { margin-right: 1em; }
+"""
+ROWS = (  # (row title, figure key or table function name)
+    ("RankMe profile (with the sampler's predicted I(y), rescaled)", "rankme"),
+    ("Probe curves across mpp", "probes"),
+    ("Cross-mpp matrix", "cross_mpp"),
+    ("Centroid similarity", "centroids"),
+    ("Consistency", "consistency_table"),
+    ("Segmentation examples", "segmentation"),
+    ("PCA: parents and their children", "pca"),
+    ("Scores per mpp", "scores_table"),
+    ("Metric status", "skipped_table"),
+)
+TABLE_FUNCTIONS = {"consistency_table": consistency_table, "scores_table": scores_table,
+                   "skipped_table": skipped_table}
+
+
+def embed_png(path: str | os.PathLike[str], alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def _known(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None]
+
+
+def summary_rows(records: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[dict[str, str]]:
+    rows = []
+    for model, rec in records.items():
+        def ok(metric: str) -> Mapping[str, Any]:
+            return rec.get(metric, {}).get("result", {}) if rec.get(metric, {}).get("status") == "ok" else {}
+        rankme = _known(ok("rankme").get("rankme", {}).values())
+        linear = _known(s["linear"]["balanced_accuracy"]["mean"] for s in ok("probes").get("scores", {}).values())
+        pooled = ok("consistency").get("pooled", {})
+        seg = _known(s["mean_iou"] for s in ok("segmentation").get("mean_over_slides", {}).values())
+        rows.append({"model": model, "RankMe min / max": f"{min(rankme):.2f} / {max(rankme):.2f}" if rankme else "",
+                     "linear bal. acc. min / max": f"{min(linear):.3f} / {max(linear):.3f}" if linear else "",
+                     "Δhier": fmt(pooled.get("delta_hier"), 4), "Δsem": fmt(pooled.get("delta_sem"), 4),
+                     "seg. mIoU min / max": f"{min(seg):.3f} / {max(seg):.3f}" if seg else "",
+                     "skipped": ", ".join(m for m, r in rec.items() if r.get("status") != "ok")})
+    return rows
+
+
+def side_by_side(models: Sequence[str], records: Mapping[str, Mapping[str, Any]],
+                 figure_dirs: Mapping[str, Path]) -> str:
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
+    body = []
+    for title, key in ROWS:
+        cells = []
+        for model in models:
+            if key in TABLE_FUNCTIONS:
+                cells.append(TABLE_FUNCTIONS[key](records[model]))
+            else:
+                png = figure_dirs[model] / FIGURES[key]
+                cells.append(embed_png(png, f"{title}: {model}") if png.is_file() else "<p>missing</p>")
+        body.append(f"<tr><th colspan='{len(models)}'>{html.escape(title)}</th></tr>"
+                    + "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<div class='side'><table><tr>{head}</tr>{''.join(body)}</table></div>"
+
+
+def provenance_block(models: Sequence[str], records: Mapping[str, Mapping[str, Any]],
+                     config: Mapping[str, Any] | None, manifests: Sequence[str | os.PathLike[str]],
+                     slide_table: str | os.PathLike[str] | None) -> str:
+    seeds, sources, commits, splits = [], [], [], []
+    for model in models:
+        rec = records[model]
+        first = next(iter(rec.values()))
+        emb = first.get("embeddings", {})
+        card_seed = _card_value(emb.get("path"), "seed")
+        seeds.append({"model": model, "training seed": "" if card_seed is None else card_seed,
+                      **{f"{m} seeds": ", ".join(map(str, r.get("seeds") or [])) for m, r in rec.items()}})
+        sources.append({"model": model, "tileset": emb.get("tileset"), "anchor mpp": emb.get("anchor_mpp"),
+                        "source scale per target mpp": json.dumps(emb.get("source_mpp")),
+                        "tiles with a view per mpp": json.dumps(emb.get("valid")), "precision": emb.get("precision")})
+        commits.append({"model": model, "evaluated at": _commit(first.get("provenance", {}).get("git")),
+                        "embedded at": _commit(emb.get("commit")),
+                        "trained at": _commit(_card_value(emb.get("path"), "commit"))})
+        probes = rec.get("probes", {}).get("result", {}).get("split")
+        if probes:
+            splits.append({"model": model, "mode": probes["mode"], "note": probes["note"],
+                           **{f"seed {s['seed']}": f"train {', '.join(s['train'])} | val {', '.join(s['val'])} | "
+                                                   f"test {', '.join(s['test'])}" for s in probes["splits"]}})
+    parts = ["<h2 id='provenance'>Provenance</h2>",
+             table([{"magflow": provenance.collect()["magflow_version"], **provenance.package_versions()}],
+                   "Package versions"),
+             table(commits, "Git commits"),
+             table(seeds, "Seeds (splits: one per seed; −1 = the slide sheet's split)"),
+             table(splits, "Slide splits of the label-based metrics"),
+             table(sources, "mpp sources of the evaluated embeddings")]
+    if slide_table and Path(slide_table).is_file():
+        keep = ("slide_id", "mpp", "mpp_source", "warnings")
+        parts.append(table([{k: r.get(k, "") for k in keep if k in r} for r in read_tsv(slide_table)],
+                           "Slides: level-0 mpp and where it came from (mpp chain)", warn_key="warnings"))
+    for path in manifests:
+        rows = read_tsv(path)
+        parts.append(table(rows, f"Tile manifest {Path(path).parent.name}: achieved mpp per slide and scale",
+                           warn_key="note"))
+    dumped = json.dumps(config, indent=1, default=str) if config is not None else "not recorded"
+    parts.append(f"<h3>Config</h3><pre>{html.escape(dumped)}</pre>")
+    return "<section>" + "".join(parts) + "</section>"
+
+
+def _commit(git: Any) -> str:
+    if not isinstance(git, Mapping) or not git.get("commit"):
+        return "unknown"
+    return str(git["commit"])[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+
+
+def _card_value(embeddings: str | None, key: str) -> Any:
+    card = model_card(embeddings) if embeddings and Path(embeddings).is_file() else None
+    return card.get(key) if card else None
+
+
+def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: str | os.PathLike[str], *,
+                eval_root: str | os.PathLike[str] = "results/eval", figure_root: str | os.PathLike[str] = "results/report",
+                config: Mapping[str, Any] | None = None, manifests: Sequence[str | os.PathLike[str]] = (),
+                slide_table: str | os.PathLike[str] | None = None) -> Path:
+    """Write the self-contained index page of ``models`` (in that order): records from ``{eval_root}/{model}``,
+    figures from ``{figure_root}/{model}``, mpp sources from the tile ``manifests`` and the ``slide_table``."""
+    records = {m: read_records(Path(eval_root) / m) for m in models}
+    empty = [m for m, r in records.items() if not r]
+    if empty:
+        raise FileNotFoundError(f"no metric record for {', '.join(empty)}; run the evaluation first")
+    figures = {m: Path(figure_root) / m for m in models}
+    intro = (f"<p>{len(models)} model(s). Every number comes from a record in <code>results/eval/&lt;model&gt;/"
+             "</code> (JSON with its seeds, constants and provenance); a metric that could not be computed says "
+             "why under <i>Metric status</i>.</p><nav><a href='#comparison'>Comparison</a><a href='#models'>Models "
+             "side by side</a><a href='#provenance'>Provenance</a></nav>")
+    body = [intro, "<h2 id='comparison'>Comparison</h2>", embed_png(comparison, "RankMe profiles"),
+            table(summary_rows(records), "Summary over mpps"), "<h2 id='models'>Models side by side</h2>",
+            side_by_side(models, records, figures), provenance_block(models, records, config, manifests, slide_table)]
+    title = "magflow - evaluation report"
+    document = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
+                f"</head><body><h1>{title}</h1>{''.join(body)}</body></html>")
+    with atomic_path(out) as tmp:
+        tmp.write_text(document)
+    return Path(out)

@@ -1,0 +1,85 @@
+"""One model's figures and tables, from its metric records (``results/eval/{model}/``) and embeddings.
+
+``write_model_report`` writes into ``out_dir``: the PNGs of :data:`FIGURES` and ``tables.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from magflow.atomic import atomic_path
+from magflow.evaluate.data import EvalData
+from magflow.evaluate.record import read_record
+from magflow.evaluate.run import METRICS
+from magflow.evaluate.settings import EvalSettings
+from magflow.report.figures import plot_centroids, plot_cross_mpp, plot_probe_curves, plot_rankme_profile
+from magflow.report.html import page
+from magflow.report.pca import plot_hierarchy_pca
+from magflow.report.segmentation_figure import plot_segmentation_examples
+from magflow.report.tables import consistency_table, scores_table, skipped_table
+
+FIGURES = {  # key → file name in the model's report folder
+    "rankme": "rankme_profile.png",
+    "probes": "probe_curves.png",
+    "cross_mpp": "cross_mpp.png",
+    "centroids": "centroids.png",
+    "pca": "hierarchy_pca.png",
+    "segmentation": "segmentation_examples.png",
+}
+TABLES = "tables.html"
+SEGMENTATION_MAPS = "segmentation"  # the maps folder inside the model's eval folder
+
+
+def model_card(embeddings: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The model card the embeddings file carries (its root attribute), or None."""
+    with h5py.File(embeddings, "r") as h5:
+        card = h5.attrs.get("model_card")
+    try:
+        card = json.loads(card) if isinstance(card, (str, bytes)) else card
+    except json.JSONDecodeError:
+        return None
+    return card if isinstance(card, dict) else None
+
+
+def model_sampler(embeddings: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The sampler record of a magflow run's model card (with ``grid`` and ``I``); None for a baseline."""
+    sampler = (model_card(embeddings) or {}).get("sampler")
+    return sampler if isinstance(sampler, dict) else None
+
+
+def read_records(eval_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The metric records present in ``eval_dir``, in the order of ``METRICS``."""
+    folder = Path(eval_dir)
+    return {m: read_record(folder / f"{m}.json") for m in METRICS if (folder / f"{m}.json").is_file()}
+
+
+def write_model_report(eval_dir: str | os.PathLike[str], embeddings: str | os.PathLike[str],
+                       out_dir: str | os.PathLike[str],
+                       settings: EvalSettings | Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Every figure of :data:`FIGURES` and the tables page; ``settings``: the config's ``evaluate`` block."""
+    if not isinstance(settings, EvalSettings):
+        settings = EvalSettings.from_config(settings)
+    records = read_records(eval_dir)
+    missing = [m for m in METRICS if m not in records]
+    if missing:
+        raise FileNotFoundError(f"{eval_dir}: no record for {', '.join(missing)}; run the evaluation first")
+    out = Path(out_dir)
+    paths = {key: out / name for key, name in FIGURES.items()}
+    plot_rankme_profile(records["rankme"], paths["rankme"], model_sampler(embeddings))
+    plot_probe_curves(records["probes"], paths["probes"])
+    plot_cross_mpp(records["cross_mpp"], paths["cross_mpp"])
+    plot_centroids(records["centroids"], paths["centroids"])
+    plot_hierarchy_pca(EvalData.read(embeddings), paths["pca"], settings.coarse_mpp, settings.fine_mpp)
+    plot_segmentation_examples(records["segmentation"], Path(eval_dir) / SEGMENTATION_MAPS, paths["segmentation"])
+    model = records["rankme"]["model"]
+    paths["tables"] = out / TABLES
+    with atomic_path(paths["tables"]) as tmp:
+        tmp.write_text(page(f"magflow - {model}", scores_table(records), consistency_table(records),
+                            skipped_table(records)))
+    return paths

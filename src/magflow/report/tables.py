@@ -1,0 +1,83 @@
+"""HTML tables of one model's metric records: scores per mpp, the consistency table, what was skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from magflow.report.html import table
+
+Records = Mapping[str, Mapping[str, Any]]  # metric → record
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def mean_std(cell: Mapping[str, Any] | None, digits: int = 3) -> str:
+    if not cell or cell.get("mean") is None:
+        return ""
+    return f"{cell['mean']:.{digits}f} ± {cell['std'] or 0:.{digits}f}"
+
+
+def _ok(records: Records, metric: str) -> Mapping[str, Any]:
+    record = records.get(metric) or {}
+    return record.get("result", {}) if record.get("status") == "ok" else {}
+
+
+def scores_table(records: Records) -> str:
+    """One row per mpp: RankMe, kNN and linear balanced accuracy, K-Means AMI, segmentation mIoU."""
+    rankme, probes, clusters, seg = (_ok(records, m) for m in ("rankme", "probes", "clustering", "segmentation"))
+    mpps = sorted({float(k) for part in (rankme.get("rankme", {}), probes.get("scores", {}),
+                                         clusters.get("scores", {}), seg.get("mean_over_slides", {})) for k in part})
+    rows = []
+    for m in mpps:
+        key = f"{m:g}"
+        probe = probes.get("scores", {}).get(key, {})
+        cluster = clusters.get("scores", {}).get(key, {})
+        painted = seg.get("mean_over_slides", {}).get(key, {})
+        rows.append({"mpp": key, "RankMe": fmt(rankme.get("rankme", {}).get(key), 2),
+                     "kNN bal. acc.": mean_std(probe.get("knn", {}).get("balanced_accuracy")),
+                     "linear bal. acc.": mean_std(probe.get("linear", {}).get("balanced_accuracy")),
+                     "linear macro-F1": mean_std(probe.get("linear", {}).get("macro_f1")),
+                     "K-Means AMI": fmt(cluster.get("ami")), "DBI": fmt(cluster.get("davies_bouldin"), 2),
+                     "seg. mIoU": fmt(painted.get("mean_iou")), "seg. Dice": fmt(painted.get("mean_dice")),
+                     "seg. pixel acc.": fmt(painted.get("pixel_accuracy"))})
+    return table(rows, "Scores per mpp (probes: mean ± std over splits; segmentation: mean over test slides)")
+
+
+def consistency_table(records: Records) -> str:
+    """Δhier / Δsem between the coarse and fine mpp, and how much a probe keeps across them."""
+    hier, cross = _ok(records, "consistency"), _ok(records, "cross_mpp")
+    rows = []
+    if hier:
+        pooled = hier["pooled"]
+        rows.append({"measure": f"Δhier ({hier['coarse_mpp']:g} → {hier['fine_mpp']:g} mpp)",
+                     "value": fmt(pooled["delta_hier"], 4),
+                     "detail": f"S_pos {fmt(pooled['s_pos'], 4)} − S_neg_same {fmt(pooled['s_neg_same'], 4)}; "
+                               f"{hier['n_parents']} parents, {hier['n_children']} children"})
+        rows.append({"measure": "Δsem", "value": fmt(pooled["delta_sem"], 4),
+                     "detail": f"S_neg_same − S_neg_diff {fmt(pooled['s_neg_diff'], 4)}; labels: {hier['labels']}"})
+    if cross:
+        mpps = [float(m) for m in cross["mpps"]]
+        kept = cross["balanced_accuracy"]["consistency_percent"]
+        ends = (hier.get("coarse_mpp", 1.0), hier.get("fine_mpp", 0.25))
+        for train, test in (ends, ends[::-1]):
+            if train in mpps and test in mpps:
+                a, b = mpps.index(train), mpps.index(test)
+                rows.append({"measure": f"probe trained at {train:g}, tested at {test:g} mpp",
+                             "value": mean_std({"mean": kept["mean"][a][b], "std": kept["std"][a][b]}, 1),
+                             "detail": "consistency %: share of its balanced accuracy at its own mpp"})
+        for a, train in enumerate(mpps):
+            others = [kept["mean"][a][b] for b in range(len(mpps)) if b != a and kept["mean"][a][b] is not None]
+            if others:
+                rows.append({"measure": f"probe trained at {train:g} mpp, mean over the other mpps",
+                             "value": f"{sum(others) / len(others):.1f}", "detail": "consistency %"})
+    return table(rows, "Cross-magnification consistency")
+
+
+def skipped_table(records: Records) -> str:
+    rows = [{"metric": metric, "status": r.get("status"), "reason": r.get("reason", ""),
+             "mpps left out": "; ".join(f"{k}: {v}" for k, v in (r.get("result", {}).get("left_out") or {}).items())}
+            for metric, r in records.items()]
+    return table(rows, "Metric status (skips and left-out mpps, with reasons)", warn_key="reason")

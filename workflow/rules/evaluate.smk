@@ -1,0 +1,225 @@
+# Evaluation: every model's embeddings, one job per model and metric family, then its figures and
+# tables, the comparison across models and the self-contained index page (results/report/index.html).
+
+
+rule evaluate_rankme:
+    input:
+        embeddings=eval_embeddings,
+    output:
+        json="results/eval/{model}/rankme.json",
+    params:
+        metric="rankme",
+        context=EVAL_CONTEXT,
+    log:
+        "logs/eval/{model}/rankme.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluate_metric.py"
+
+
+rule evaluate_probes:
+    input:
+        embeddings=eval_embeddings,
+    output:
+        json="results/eval/{model}/probes.json",
+    params:
+        metric="probes",
+        context=EVAL_CONTEXT,
+    log:
+        "logs/eval/{model}/probes.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluate_metric.py"
+
+
+rule evaluate_cross_mpp:
+    input:
+        embeddings=eval_embeddings,
+    output:
+        json="results/eval/{model}/cross_mpp.json",
+    params:
+        metric="cross_mpp",
+        context=EVAL_CONTEXT,
+    log:
+        "logs/eval/{model}/cross_mpp.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluate_metric.py"
+
+
+rule evaluate_clustering:
+    input:
+        embeddings=eval_embeddings,
+    output:
+        json="results/eval/{model}/clustering.json",
+    params:
+        metric="clustering",
+        context=EVAL_CONTEXT,
+    log:
+        "logs/eval/{model}/clustering.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluate_metric.py"
+
+
+rule evaluate_centroids:
+    input:
+        embeddings=eval_embeddings,
+    output:
+        json="results/eval/{model}/centroids.json",
+    params:
+        metric="centroids",
+        context=EVAL_CONTEXT,
+    log:
+        "logs/eval/{model}/centroids.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluate_metric.py"
+
+
+rule evaluate_consistency:
+    input:
+        embeddings=eval_embeddings,
+    output:
+        json="results/eval/{model}/consistency.json",
+    params:
+        metric="consistency",
+        context=EVAL_CONTEXT,
+    log:
+        "logs/eval/{model}/consistency.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluate_metric.py"
+
+
+rule evaluate_segmentation:
+    input:
+        embeddings=eval_embeddings,
+        masks=eval_mask_files,
+    output:
+        json="results/eval/{model}/segmentation.json",
+        maps=directory("results/eval/{model}/segmentation"),
+    params:
+        metric="segmentation",
+        context=EVAL_CONTEXT,
+    log:
+        "logs/eval/{model}/segmentation.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluate_metric.py"
+
+
+rule evaluation_figures:
+    input:
+        records=expand("results/eval/{{model}}/{metric}.json", metric=EVAL_METRICS),
+        maps="results/eval/{model}/segmentation",
+        embeddings=eval_embeddings,
+    output:
+        rankme=report(
+            "results/report/{model}/rankme_profile.png",
+            caption="../report/eval_rankme.rst",
+            category="4. Evaluation",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "RankMe profile"},
+        ),
+        probes=report(
+            "results/report/{model}/probe_curves.png",
+            caption="../report/eval_probes.rst",
+            category="4. Evaluation",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "probe curves"},
+        ),
+        cross_mpp=report(
+            "results/report/{model}/cross_mpp.png",
+            caption="../report/eval_cross_mpp.rst",
+            category="4. Evaluation",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "cross-mpp matrix"},
+        ),
+        centroids=report(
+            "results/report/{model}/centroids.png",
+            caption="../report/eval_centroids.rst",
+            category="4. Evaluation",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "centroid similarity"},
+        ),
+        pca=report(
+            "results/report/{model}/hierarchy_pca.png",
+            caption="../report/eval_pca.rst",
+            category="4. Evaluation",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "PCA parents and children"},
+        ),
+        segmentation=report(
+            "results/report/{model}/segmentation_examples.png",
+            caption="../report/eval_segmentation.rst",
+            category="4. Evaluation",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "segmentation examples"},
+        ),
+        tables=report(
+            "results/report/{model}/tables.html",
+            caption="../report/eval_tables.rst",
+            category="4. Evaluation",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "tables"},
+        ),
+    params:
+        eval_dir=lambda wildcards: f"results/eval/{wildcards.model}",
+        out_dir=lambda wildcards: f"results/report/{wildcards.model}",
+        settings=EVALUATE,
+    log:
+        "logs/eval/{model}/figures.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluation_figures.py"
+
+
+rule rankme_comparison:
+    input:
+        expand("results/eval/{model}/rankme.json", model=EMBED_MODELS),
+    output:
+        report(
+            "results/report/rankme_profiles.png",
+            caption="../report/eval_comparison.rst",
+            category="4. Evaluation",
+            subcategory="All models",
+        ),
+    log:
+        "logs/eval/rankme_comparison.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/rankme_comparison.py"
+
+
+rule report_index:
+    input:
+        figures=evaluation_figure_files(),
+        records=evaluation_records(),
+        comparison="results/report/rankme_profiles.png",
+        manifest=f"results/tiles/{EMBED['tileset']}/manifest.tsv",
+        slides="results/qc/slides.tsv",
+    output:
+        report(
+            "results/report/index.html",
+            caption="../report/eval_index.rst",
+            category="4. Evaluation",
+            subcategory="All models",
+        ),
+    params:
+        models=EMBED_MODELS,
+    log:
+        "logs/eval/index.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/report_index.py"

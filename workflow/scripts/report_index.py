@@ -1,0 +1,12 @@
+from magflow.logs import log_to_file
+from magflow.report.index import write_index
+
+log_to_file(snakemake.log[0])
+write_index(
+    snakemake.output[0],
+    snakemake.params.models,
+    snakemake.input.comparison,
+    config=snakemake.config,
+    manifests=[snakemake.input.manifest],
+    slide_table=snakemake.input.slides,
+)
