@@ -20,6 +20,7 @@ import numpy as np
 
 from magflow.atomic import atomic_path
 from magflow.preprocess import hierarchy
+from magflow.preprocess.tiling import whole_factor
 
 
 def group_name(target_mpp: float) -> str:
@@ -108,9 +109,7 @@ class TileStore:
         """How many fine cells span one coarse cell along each axis (grids must nest)."""
         coarse, fine = self.group(coarse_mpp).attrs, self.group(fine_mpp).attrs
         ratio = (coarse["mpp"] * coarse["cell_px"]) / (fine["mpp"] * fine["cell_px"])
-        if abs(ratio - round(ratio)) > 1e-6 * ratio or round(ratio) < 1:
-            raise ValueError(f"{self.path}: scales {coarse_mpp} and {fine_mpp} do not nest")
-        return round(ratio)
+        return whole_factor(ratio, f"{self.path}: scales {coarse_mpp} and {fine_mpp}")
 
     def children(self, coarse_mpp: float, fine_mpp: float, row: int) -> np.ndarray:
         """Store rows of the aligned children (k order) of tile ``row`` at ``coarse_mpp``; −1 if missing."""

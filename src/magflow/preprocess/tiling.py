@@ -51,13 +51,17 @@ def make_grid(target_mpp: float, achieved_mpp: float, cell_px: int, slide_mpp: f
     return ScaleGrid(target_mpp, achieved_mpp, cell_px, cols, rows, slide_mpp)
 
 
-def nest_factor(coarse: ScaleGrid, fine: ScaleGrid) -> int:
-    """How many fine cells span one coarse cell along each axis; an error if the grids do not nest."""
-    ratio = coarse.cell_um / fine.cell_um
+def whole_factor(ratio: float, what: str) -> int:
+    """``ratio`` as a whole number of cells per axis; a ValueError naming ``what`` if the grids do not nest."""
     factor = round(ratio)
     if factor < 1 or abs(ratio - factor) > 1e-6 * ratio:
-        raise ValueError(f"grids at {coarse.mpp:g} and {fine.mpp:g} mpp do not nest (ratio {ratio:.6g})")
+        raise ValueError(f"{what} do not nest (ratio {ratio:.6g})")
     return factor
+
+
+def nest_factor(coarse: ScaleGrid, fine: ScaleGrid) -> int:
+    """How many fine cells span one coarse cell along each axis; an error if the grids do not nest."""
+    return whole_factor(coarse.cell_um / fine.cell_um, f"grids at {coarse.mpp:g} and {fine.mpp:g} mpp")
 
 
 def _coverage(cells: int, cell_px: float, pixels: int) -> sparse.csr_matrix:
