@@ -50,6 +50,19 @@ def slide_label(wildcards):
 TILESETS = list(config["tilesets"])
 
 
+def rule_resources(key, **fixed):
+    """The cluster resources of a rule: the entry `key` of config `resources` (the rule's name, or
+    `evaluate` for all evaluate_* rules) and `fixed`, the values that the rule's own settings decide (a GPU
+    count its command also uses). Keys left out come from the profile's default-resources; CPUs come from
+    the rule's threads."""
+    chosen = dict(config["resources"].get(key, {}))
+    for name, value in fixed.items():
+        if chosen.setdefault(name, value) != value:
+            raise ConfigError(f"config key 'resources.{key}.{name}': {chosen[name]!r} contradicts {value!r} "
+                              f"set by the rule's own settings; remove it from resources.{key}.")
+    return chosen
+
+
 def preprocess_targets():
     return (
         expand(["results/masks/{slide_id}.h5", "results/masks/{slide_id}.qc.png"], slide_id=SLIDE_IDS)

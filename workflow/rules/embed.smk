@@ -14,7 +14,7 @@ rule embed:
         settings=EMBED,
     threads: max(1, EMBED["workers"])
     resources:
-        gpu=EMBED["gpus"],
+        **rule_resources("embed", gpu=EMBED["gpus"]),
     log:
         "logs/embed/{model}/{tileset}.log",
     conda:

@@ -10,6 +10,8 @@ rule evaluate_rankme:
     params:
         metric="rankme",
         context=EVAL_CONTEXT,
+    resources:
+        **rule_resources("evaluate"),
     log:
         "logs/eval/{model}/rankme.log",
     conda:
@@ -26,6 +28,8 @@ rule evaluate_probes:
     params:
         metric="probes",
         context=EVAL_CONTEXT,
+    resources:
+        **rule_resources("evaluate"),
     log:
         "logs/eval/{model}/probes.log",
     conda:
@@ -42,6 +46,8 @@ rule evaluate_cross_mpp:
     params:
         metric="cross_mpp",
         context=EVAL_CONTEXT,
+    resources:
+        **rule_resources("evaluate"),
     log:
         "logs/eval/{model}/cross_mpp.log",
     conda:
@@ -58,6 +64,8 @@ rule evaluate_clustering:
     params:
         metric="clustering",
         context=EVAL_CONTEXT,
+    resources:
+        **rule_resources("evaluate"),
     log:
         "logs/eval/{model}/clustering.log",
     conda:
@@ -74,6 +82,8 @@ rule evaluate_centroids:
     params:
         metric="centroids",
         context=EVAL_CONTEXT,
+    resources:
+        **rule_resources("evaluate"),
     log:
         "logs/eval/{model}/centroids.log",
     conda:
@@ -90,6 +100,8 @@ rule evaluate_consistency:
     params:
         metric="consistency",
         context=EVAL_CONTEXT,
+    resources:
+        **rule_resources("evaluate"),
     log:
         "logs/eval/{model}/consistency.log",
     conda:
@@ -108,6 +120,8 @@ rule evaluate_segmentation:
     params:
         metric="segmentation",
         context=EVAL_CONTEXT,
+    resources:
+        **rule_resources("evaluate"),
     log:
         "logs/eval/{model}/segmentation.log",
     conda:
@@ -175,6 +189,8 @@ rule evaluation_figures:
         eval_dir=lambda wildcards: f"results/eval/{wildcards.model}",
         out_dir=lambda wildcards: f"results/report/{wildcards.model}",
         settings=EVALUATE,
+    resources:
+        **rule_resources("evaluation_figures"),
     log:
         "logs/eval/{model}/figures.log",
     conda:
@@ -193,6 +209,8 @@ rule rankme_comparison:
             category="4. Evaluation",
             subcategory="All models",
         ),
+    resources:
+        **rule_resources("rankme_comparison"),
     log:
         "logs/eval/rankme_comparison.log",
     conda:
@@ -217,6 +235,8 @@ rule report_index:
         ),
     params:
         models=EMBED_MODELS,
+    resources:
+        **rule_resources("report_index"),
     log:
         "logs/eval/index.log",
     conda:

@@ -9,6 +9,10 @@ rule phantom:
     params:
         label=slide_label,
         settings=config["phantom"],
+    group:
+        "per_slide"
+    resources:
+        **rule_resources("phantom"),
     log:
         "logs/phantom/{slide_id}.log",
     conda:
@@ -34,6 +38,10 @@ rule tissue_mask:
         sheet_mpp=slide_mpp,
         tissue=config["tissue"],
         tolerance=config["read"]["upsample_tolerance"],
+    group:
+        "per_slide"
+    resources:
+        **rule_resources("tissue_mask"),
     log:
         "logs/tissue_mask/{slide_id}.log",
     conda:
@@ -53,6 +61,8 @@ rule slide_qc_table:
             category="1. Slides",
             subcategory="Overview",
         ),
+    resources:
+        **rule_resources("slide_qc_table"),
     log:
         "logs/slide_qc_table.log",
     conda:
@@ -73,6 +83,10 @@ rule extract_tiles:
         tileset=lambda wildcards: config["tilesets"][wildcards.tileset],
         tolerance=config["read"]["upsample_tolerance"],
     threads: config["extract"]["workers"]
+    group:
+        "per_slide"
+    resources:
+        **rule_resources("extract_tiles"),
     log:
         "logs/extract_tiles/{tileset}/{slide_id}.log",
     conda:
@@ -94,6 +108,8 @@ rule tile_manifest:
         ),
     params:
         splits=lambda wildcards: dict(zip(SLIDES["slide_id"], SLIDES["split"])),
+    resources:
+        **rule_resources("tile_manifest"),
     log:
         "logs/tile_manifest/{tileset}.log",
     conda:

@@ -16,7 +16,7 @@ rule pretrain:
         gpus=PRETRAIN["gpus"],
     threads: max(1, PRETRAIN["train"].get("num_workers", 0))
     resources:
-        gpu=PRETRAIN["gpus"],
+        **rule_resources("pretrain", gpu=PRETRAIN["gpus"]),
     log:
         "logs/pretrain/{run}.log",
     conda:

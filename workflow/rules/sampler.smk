@@ -6,6 +6,8 @@ rule optimize_sampler:
         json="results/samplers/{name}.json",
     params:
         sampler=lambda wc: sampler_config(SAMPLER_SPACE.instance(wc), SAMPLER_SETTINGS),
+    resources:
+        **rule_resources("optimize_sampler"),
     log:
         "logs/samplers/{name}.log",
     wildcard_constraints:
@@ -25,6 +27,8 @@ rule plot_samplers:
             caption="../report/samplers.rst",
             category="3. Magnification sampling",
         ),
+    resources:
+        **rule_resources("plot_samplers"),
     log:
         "logs/samplers/kernel~{kernel}/comparison.log",
     wildcard_constraints:
