@@ -92,3 +92,22 @@ def test_sheet_errors_name_file_row_and_column(tmp_path, body, expected):
 def test_missing_sheet_says_which_key(tmp_path):
     with pytest.raises(ConfigError, match="set `slides` in the config"):
         read_sheet(tmp_path / "none.tsv")
+
+
+def test_command_line_strings_inside_mappings_become_the_types_the_schema_wants():
+    """`--config tissue='{"mpp": 4.0}'` reaches the workflow as {"mpp": "4.0"} (Snakemake reads nested
+    values as plain strings); they are read as YAML where the schema wants no string."""
+    from snakemake.cli import parse_config
+
+    config = default_config()
+    override = parse_config(['tissue={"mpp": 4.0}', 'evaluate={"seeds": [0, 1], "splits": "sheet"}',
+                             'tilesets={"train": {"max_tiles_per_scale": null}}'])
+    assert override["tissue"]["mpp"] == "4.0"  # what Snakemake hands over
+    for key, value in override.items():
+        config[key].update(value) if key != "tilesets" else config["tilesets"]["train"].update(value["train"])
+    check_config(config, SCHEMA)
+    assert config["tissue"]["mpp"] == 4.0 and config["evaluate"]["seeds"] == [0, 1]
+    assert config["evaluate"]["splits"] == "sheet" and config["tilesets"]["train"]["max_tiles_per_scale"] is None
+    config["tissue"]["mpp"] = "four"
+    with pytest.raises(ConfigError, match="'tissue.mpp': 'four' is not of type 'number'"):
+        check_config(config, SCHEMA)

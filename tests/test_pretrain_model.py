@@ -188,3 +188,20 @@ def test_one_dinov2_step_runs_and_keeps_the_last_layer_frozen():
     torch.testing.assert_close(student["head"].last_layer.parametrizations.weight.original1, last_before)
     assert not torch.equal(student["head"].mlp[0].weight, fc1_before)
     assert dino_center.center.abs().sum() > 0 and ibot_center.center.abs().sum() > 0
+
+
+def test_tensors_digest_names_the_weights_not_the_file(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from magflow.pretrain.export import tensors_sha256
+
+    weights = {"b.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a.scale": torch.tensor(2.0),
+               "c.empty": torch.zeros(0)}
+    save_file(weights, tmp_path / "one.safetensors", metadata={"x": "1", "y": "2"})
+    save_file(dict(reversed(weights.items())), tmp_path / "two.safetensors", metadata={"y": "2", "x": "1"})
+    loaded = [load_file(tmp_path / name) for name in ("one.safetensors", "two.safetensors")]
+    assert tensors_sha256(loaded[0]) == tensors_sha256(loaded[1]) == tensors_sha256(weights)
+    changed = {**weights, "a.scale": torch.tensor(2.0 + 1e-6)}
+    assert tensors_sha256(changed) != tensors_sha256(weights)
+    renamed = {("z" if k == "a.scale" else k): v for k, v in weights.items()}
+    assert tensors_sha256(renamed) != tensors_sha256(weights)

@@ -5,13 +5,16 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from scipy.stats import kstest
 
 from magflow.sampling import SamplerConfig, build_sampler, write_sampler
+from magflow.sampling.distributions import MppDistribution
 from pretrain_fixtures import TINY, write_store
 
-ITERATIONS = 4
+ITERATIONS = 8
 
 # Each rank trains and saves its models and what it drew.
 SCRIPT = """
@@ -36,10 +39,24 @@ torch.save({"teacher": result.teacher.state_dict(), "student": result.student.st
 """
 
 
+def distribution_cdf(distribution: MppDistribution, x: np.ndarray) -> np.ndarray:
+    """P(mpp <= x): each cell's mass spread uniformly over [cell_lo, cell_hi] (atoms are steps)."""
+    lo, hi, mass = distribution.cell_lo, distribution.cell_hi, distribution.mass
+    x = np.asarray(x, dtype=np.float64)[..., None]
+    width = np.where(hi > lo, hi - lo, 1.0)
+    inside = np.where(hi > lo, np.clip((x - lo) / width, 0.0, 1.0), (x >= lo).astype(np.float64))
+    return (inside * mass).sum(-1)
+
+
+def global_batch_size(ranks) -> int:
+    return sum(len(rank["steps"][0]["target_mpp"]) for rank in ranks)
+
+
 def test_two_gloo_processes_train_one_model_from_different_draws(tmp_path):
     stores = [str(write_store(tmp_path / f"{name}.h5", name, tiles=3, seed=seed))
               for name, seed in (("a", 1), ("b", 2))]
-    write_sampler(build_sampler(SamplerConfig("cu")), tmp_path / "cu.json")
+    sampler = build_sampler(SamplerConfig("cu"))
+    write_sampler(sampler, tmp_path / "cu.json")
     (tmp_path / "rank.py").write_text(SCRIPT)
     config = {**TINY, "iterations": ITERATIONS, "drop_path": 0.1}
     out = tmp_path / "out"
@@ -55,6 +72,10 @@ def test_two_gloo_processes_train_one_model_from_different_draws(tmp_path):
     for step0, step1 in zip(ranks[0]["steps"], ranks[1]["steps"], strict=True):
         assert not torch.equal(step0["target_mpp"], step1["target_mpp"])
         assert step0["total"] == step1["total"] and step0["lr"] == step1["lr"]  # averaged over ranks; one schedule
+    # together the ranks draw from the strategy's distribution (CU: uniform on [0.25, 2.0])
+    drawn = np.concatenate([step["target_mpp"].numpy() for rank in ranks for step in rank["steps"]])
+    assert len(drawn) == ITERATIONS * global_batch_size(ranks) and len(np.unique(drawn)) == len(drawn)
+    assert kstest(drawn, lambda x: distribution_cdf(sampler.distribution, x)).pvalue > 1e-3
     tiles = [{tuple(t) for step in rank["steps"] for t in step["tile"].tolist()} for rank in ranks]
     assert tiles[0] != tiles[1]
     global_batch = 2 * TINY["batch_size"]

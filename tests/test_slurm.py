@@ -142,7 +142,7 @@ def runs(cluster, tmp_path_factory):
 COMPARED = ["masks/*.h5", "tiles/*/*.h5", "tiles/*/manifest.tsv", "qc/slides.tsv", "samplers/**/*.json",
             "models/*/model_card.json", "models/*/teacher_backbone.safetensors", "embeddings/*/*.h5"]
 # host, date, versions and git state; wall-clock timings; the sha256 of a .safetensors file, whose
-# header lists its metadata in a random order
+# header lists its metadata in a random order (the card's tensors_sha256, of the weights, is compared)
 UNREPRODUCIBLE = {"provenance", "commit", "seconds", "views_per_s", "sha256"}
 
 

@@ -30,10 +30,55 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key '{where}': {error.message}{detail}."
 
 
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "number": (int, float), "integer": (int,), "boolean": (bool,), "null": (type(None),), "array": (list,),
+    "object": (dict,),
+}
+
+
+def _matches(value: Any, types: list[str]) -> bool:
+    if isinstance(value, bool):  # a bool is an int to Python, never a number to JSON Schema
+        return "boolean" in types
+    return any(isinstance(value, _PYTHON_TYPES.get(name, ())) for name in types)
+
+
+def coerce_cli_strings(config: Any, schema: Mapping[str, Any]) -> Any:
+    """``config`` with the strings that Snakemake's ``--config key='{...}'`` leaves inside mappings and
+    lists read as YAML wherever the schema wants no string there (``tissue='{"mpp": 4.0}'`` arrives as
+    ``{"mpp": "4.0"}``). A string the schema allows, or one whose YAML value has the wrong type, is kept
+    as it is, so validation still names it."""
+    if isinstance(config, dict):
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, value in config.items():
+            sub = properties.get(key, extra if isinstance(extra, Mapping) else None)
+            if sub is not None:
+                config[key] = coerce_cli_strings(value, sub)
+        return config
+    if isinstance(config, list):
+        items = schema.get("items")
+        return [coerce_cli_strings(v, items) for v in config] if isinstance(items, Mapping) else config
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    if isinstance(config, str) and types and "string" not in types:
+        try:
+            value = yaml.safe_load(config)
+        except yaml.YAMLError:
+            return config
+        if _matches(value, types):
+            return coerce_cli_strings(value, schema) if isinstance(value, (dict, list)) else value
+    return config
+
+
 def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str]) -> None:
-    """Raise one ConfigError listing every problem, each naming its key; the schema sets no defaults here."""
+    """Raise one ConfigError listing every problem, each naming its key; the schema sets no defaults here.
+
+    Strings that ``--config`` left inside mappings are first read as YAML where the schema wants
+    numbers, booleans, null or lists (see :func:`coerce_cli_strings`)."""
     with open(schema_path) as handle:
         schema = yaml.safe_load(handle)
+    if isinstance(config, dict):
+        coerce_cli_strings(config, schema)  # in place: the workflow goes on with the typed values
     validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(map(str, e.absolute_path)))
     if errors:

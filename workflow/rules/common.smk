@@ -5,14 +5,14 @@ import pandas as pd
 
 from snakemake.utils import Paramspace
 
-from magflow.embed import external_models
+from magflow.embed.external import external_models
 from magflow.embed.labels import sidecar_path
 from magflow.errors import ConfigError
-from magflow.evaluate.run import METRICS
+from magflow.evaluate.families import METRIC_NAMES
 from magflow.evaluate.settings import EvalSettings
 from magflow.pretrain.trainer import TrainConfig
 from magflow.pretrain.runs import RUN_COLUMNS, check_runs, match_sampler
-from magflow.report.model_report import FIGURES, TABLES
+from magflow.report.names import FIGURES, TABLES
 from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
 from magflow.sheet import read_sheet
 
@@ -188,7 +188,7 @@ def embed_targets():
 # -- evaluation: every embedded model, one job per model and metric family ---------------------------------
 EVALUATE = config["evaluate"]
 EvalSettings.from_config(EVALUATE)  # invalid evaluation settings stop the run before any job
-EVAL_METRICS = list(METRICS)
+EVAL_METRICS = list(METRIC_NAMES)
 
 
 def eval_embeddings(wildcards):

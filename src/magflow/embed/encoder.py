@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,52 +23,14 @@ from timm.models import load_checkpoint
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
+from magflow.embed.external import ExternalModel, external_models, model_source
 from magflow.errors import ConfigError
-from magflow.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from magflow.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from magflow.pretrain.backbone import Backbone, build_backbone
 from magflow.pretrain.export import CARD, WEIGHTS
 
 # Keyword arguments that name a class: a string is looked up in timm.layers (e.g. "SwiGLUPacked").
 CLASS_KWARGS = ("mlp_layer", "norm_layer", "embed_layer", "block_fn")
-
-
-@dataclass(frozen=True)
-class ExternalModel:
-    """A timm architecture with local weights, e.g. ``ExternalModel("uni", "vit_large_patch16_224",
-    "weights/uni.bin", timm_kwargs={"init_values": 1e-5})``."""
-
-    name: str
-    timm_name: str
-    weights: str | None = None
-    img_size: int = 224
-    timm_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    mean: Sequence[float] = IMAGENET_MEAN
-    std: Sequence[float] = IMAGENET_STD
-
-    @classmethod
-    def from_config(cls, name: str, settings: Mapping[str, Any]) -> ExternalModel:
-        known = {"timm_name", "weights", "img_size", "timm_kwargs", "mean", "std"}
-        unknown = sorted(set(settings) - known)
-        if unknown or "timm_name" not in settings:
-            raise ConfigError(f"embed.external.{name}: needs `timm_name` and `weights`; allowed keys "
-                              f"{sorted(known)}, unknown {unknown}")
-        return cls(name=name, **settings)
-
-
-def external_models(settings: Mapping[str, Mapping[str, Any]]) -> dict[str, ExternalModel]:
-    """The config's external baselines by name; a baseline with no weights file is refused up front."""
-    models = {name: ExternalModel.from_config(name, value) for name, value in (settings or {}).items()}
-    for name, model in models.items():
-        if not model.weights:
-            raise ConfigError(f"embed.external.{name}: `weights` must name a local weights file; magflow never "
-                              "downloads weights (timm pretrained=False)")
-    return models
-
-
-def model_source(name: str, value: str | os.PathLike[str] | Mapping[str, Any]
-                 ) -> str | os.PathLike[str] | ExternalModel:
-    """A run's model directory as is, or an external baseline's settings as an :class:`ExternalModel`."""
-    return ExternalModel.from_config(name, value) if isinstance(value, Mapping) else value
 
 
 class Encoder(nn.Module):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from magflow.evaluate.knn import l2_normalize
+from magflow.evaluate.vectors import l2_normalize
 
 
 @dataclass(frozen=True)

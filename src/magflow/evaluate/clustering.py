@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_mutual_info_score, davies_bouldin_score
 
-from magflow.evaluate.knn import l2_normalize
+from magflow.evaluate.vectors import l2_normalize
 
 KMEANS_SEED = 0
 KMEANS_N_INIT = 10

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from magflow.evaluate.knn import l2_normalize
+from magflow.evaluate.vectors import l2_normalize
 
 COARSE_MPP = 1.0
 FINE_MPP = 0.25

@@ -15,19 +15,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import normalize
 
 from magflow.evaluate.classification import ClassificationScores, classification_scores
 from magflow.evaluate.splits import Split
+from magflow.evaluate.vectors import l2_normalize
 
 KNN_K = 20
 KNN_METRIC = "cosine"
 KNN_WEIGHTS = "uniform"
-
-
-def l2_normalize(x: ArrayLike) -> NDArray[np.float64]:
-    """Rows scaled to unit L2 norm, in float64 (an all-zero row stays zero)."""
-    return normalize(np.asarray(x, dtype=np.float64), norm="l2")
 
 
 def knn_predict(train_x: ArrayLike, train_y: ArrayLike, query_x: ArrayLike, k: int = KNN_K) -> np.ndarray:

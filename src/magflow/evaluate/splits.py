@@ -17,9 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from sklearn.model_selection import StratifiedGroupKFold
 
 SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)  # five seeded splits → mean ± std
 TEST_FRACTION = 0.2
@@ -60,6 +57,9 @@ def split_units(slides: ArrayLike, groups: ArrayLike | None = None) -> NDArray[n
         raise ValueError("slides and groups must have one entry per row")
     n_slides, n_groups = slide_codes.max() + 1, group_codes.max() + 1
     n = n_slides + n_groups
+    from scipy.sparse import coo_matrix  # here, not at the top: the workflow imports this module's defaults
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(len(slide_codes)), (slide_codes, n_slides + group_codes)), shape=(n, n))
     _, component = connected_components(graph, directed=False)
     return component[slide_codes].astype(np.int64)
@@ -99,6 +99,8 @@ def seeded_splits(labels: ArrayLike, slides: ArrayLike, groups: ArrayLike | None
 def _first_fold(y: np.ndarray, units: np.ndarray, rows: np.ndarray, n_splits: int,
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(kept rows, held-out rows): the first fold of a shuffled StratifiedGroupKFold over ``rows``."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     kept, held = next(folds.split(rows, y[rows], units[rows]))
     return rows[kept], rows[held]

@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import save_file
 
 from magflow.atomic import atomic_path
-from magflow.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from magflow.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from magflow.pretrain.backbone import Backbone, build_backbone
 
 WEIGHTS = "teacher_backbone.safetensors"
@@ -36,6 +37,21 @@ def architecture(backbone: Backbone, timm_name: str, timm_kwargs: dict[str, Any]
     }
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A digest of the weights themselves: names, dtypes, shapes and bytes, in name order.
+
+    The safetensors file's own sha256 checks that file, but its header stores the metadata in an order
+    that may differ between runs; this digest is equal exactly when the weights are, so two runs that
+    trained the same model show the same value.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def export_teacher(backbone: Backbone, out_dir: str | os.PathLike[str], card: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``teacher_backbone.safetensors`` (the timm ViT's state dict, float32) and ``model_card.json``.
 
@@ -47,7 +63,8 @@ def export_teacher(backbone: Backbone, out_dir: str | os.PathLike[str], card: di
     with atomic_path(weights) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", "timm_name": card["architecture"]["timm_name"]})
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    card = {**card, "weights": {"file": WEIGHTS, "sha256": digest, "dtype": "float32",
+    card = {**card, "weights": {"file": WEIGHTS, "sha256": digest, "tensors_sha256": tensors_sha256(tensors),
+                                "dtype": "float32",
                                 "keys": "timm VisionTransformer state dict (num_classes=0)"}}
     with atomic_path(card_path) as tmp:
         tmp.write_text(json.dumps(card, indent=1, default=str) + "\n")

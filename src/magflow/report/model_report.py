@@ -20,19 +20,11 @@ from magflow.evaluate.run import METRICS
 from magflow.evaluate.settings import EvalSettings
 from magflow.report.figures import plot_centroids, plot_cross_mpp, plot_probe_curves, plot_rankme_profile
 from magflow.report.html import page
+from magflow.report.names import FIGURES, TABLES
 from magflow.report.pca import plot_hierarchy_pca
 from magflow.report.segmentation_figure import plot_segmentation_examples
 from magflow.report.tables import consistency_table, scores_table, skipped_table
 
-FIGURES = {  # key → file name in the model's report folder
-    "rankme": "rankme_profile.png",
-    "probes": "probe_curves.png",
-    "cross_mpp": "cross_mpp.png",
-    "centroids": "centroids.png",
-    "pca": "hierarchy_pca.png",
-    "segmentation": "segmentation_examples.png",
-}
-TABLES = "tables.html"
 SEGMENTATION_MAPS = "segmentation"  # the maps folder inside the model's eval folder
 
 

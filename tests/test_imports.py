@@ -1,0 +1,40 @@
+"""The workflow parses its Snakefile again in every cluster job: what it imports must stay light."""
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "timm", "sklearn", "matplotlib", "tensorboard")
+# every magflow module workflow/rules/common.smk imports, except the training config (see below)
+WORKFLOW_IMPORTS = ["magflow.config", "magflow.embed.external", "magflow.embed.labels", "magflow.errors",
+                    "magflow.evaluate.families", "magflow.evaluate.settings", "magflow.pretrain.runs",
+                    "magflow.report.names", "magflow.sampling.sweep", "magflow.sheet"]
+
+
+def imported_after(modules: list[str]) -> set[str]:
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(done.stdout.split())
+
+
+def test_workflow_parse_imports_no_heavy_library():
+    loaded = imported_after(WORKFLOW_IMPORTS)
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_lazy_packages_still_export_their_names():
+    from magflow import embed, evaluate, pretrain
+
+    assert callable(evaluate.rankme) and callable(evaluate.label_metrics)  # names shared with their modules
+    import magflow.evaluate.rankme  # noqa: F401  (binding the submodule must not hide the function)
+
+    assert callable(evaluate.rankme)
+    for package in (embed, evaluate, pretrain):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"
+
+
+def test_the_light_metric_list_names_every_metric_job():
+    from magflow.evaluate.families import METRIC_NAMES
+    from magflow.evaluate.run import METRICS
+
+    assert tuple(METRICS) == METRIC_NAMES
