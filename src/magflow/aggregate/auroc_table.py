@@ -1,0 +1,63 @@
+"""The slide-level AUROC table in the layout of the paper's Tables 1–2: rows are methods, columns tasks.
+
+A cell is "mean ± std" over seeds (sample std). A cell where some seeds had no defined AUROC says
+how many counted, e.g. "0.912 ± 0.013 (4/5 seeds)"; a cell with none is "n/a". Every reason (a
+skipped record, an undefined seed) is listed in a second table below.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from magflow.atomic import atomic_path
+from magflow.report.html import page, table
+from magflow.report.tables import mean_std
+
+NOT_COMPUTED = "n/a"
+
+
+def auroc_cell(record: Mapping[str, Any], digits: int = 3) -> str:
+    auroc = record.get("auroc") or {}
+    if record.get("status") != "ok" or auroc.get("mean") is None:
+        return NOT_COMPUTED
+    cell = mean_std(auroc, digits)
+    seeds = len(record.get("per_seed") or [])
+    return cell if auroc.get("n", seeds) == seeds else f"{cell} ({auroc['n']}/{seeds} seeds)"
+
+
+def auroc_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One row per method, one column per task, both in order of first appearance in ``records``."""
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    cells = {(r["method"], r["task"]): auroc_cell(r) for r in records}
+    return [{"method": m, **{t: cells.get((m, t), "") for t in tasks}} for m in methods]
+
+
+def reason_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Why a cell is missing or counts fewer seeds."""
+    rows = [{"method": r["method"], "task": r["task"], "seed": "all", "reason": r["reason"]}
+            for r in records if r.get("reason")]
+    rows += [{"method": r["method"], "task": r["task"], "seed": str(s["seed"]), "reason": s["reason"]}
+             for r in records for s in r.get("per_seed") or [] if s.get("reason")]
+    return rows
+
+
+def write_auroc_table(records: Sequence[Mapping[str, Any]], tsv_path: str | os.PathLike[str],
+                      html_path: str | os.PathLike[str],
+                      title: str = "Slide-level AUROC (AB-MIL)") -> list[dict[str, str]]:
+    """Write the table as TSV and as a small HTML page (with the reasons); return its rows."""
+    rows = auroc_rows(records)
+    with atomic_path(tsv_path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["method"], delimiter="\t")
+        writer.writeheader()
+        writer.writerows(rows)
+    intro = ("<p>AUROC on held-out slides, mean ± std over seeds; rows are methods and settings, columns "
+             "are tasks.</p>")
+    notes = table(reason_rows(records), "Notes: cells not computed, seeds without an AUROC, classes left out",
+                  warn_key="reason")
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(page(title, intro, table(rows, title), notes))
+    return rows
