@@ -185,7 +185,7 @@ def test_auroc_undefined_for_one_class_is_nan_with_reason():
 
 def test_config_refuses_unknown_keys():
     assert MILConfig.from_dict({"epochs": 3, "seeds": [1, 2]}).seeds == (1, 2)
-    with pytest.raises(ConfigError, match="unknown abmil key"):
+    with pytest.raises(ConfigError, match="unknown aggregate.abmil key"):
         MILConfig.from_dict({"learning_rate": 1e-4})
 
 

@@ -111,3 +111,22 @@ def test_command_line_strings_inside_mappings_become_the_types_the_schema_wants(
     config["tissue"]["mpp"] = "four"
     with pytest.raises(ConfigError, match="'tissue.mpp': 'four' is not of type 'number'"):
         check_config(config, SCHEMA)
+
+
+def test_settings_blocks_refuse_unknown_keys_and_read_command_line_strings():
+    from dataclasses import dataclass
+
+    from magflow.config import settings_from_dict
+
+    @dataclass(frozen=True)
+    class Block:
+        lr: float = 1e-3
+        seeds: tuple[int, ...] = (0, 1)
+        name: str = "x"
+
+    assert settings_from_dict(Block, {"lr": "0.5", "seeds": [3]}, "demo") == Block(0.5, (3,), "x")
+    assert settings_from_dict(Block, {"seeds": "[4, 5]", "name": "1"}, "demo") == Block(1e-3, (4, 5), "1")
+    with pytest.raises(ConfigError, match=r"unknown demo key\(s\) \['lrr'\]; allowed: lr, seeds, name"):
+        settings_from_dict(Block, {"lrr": 1}, "demo")
+    with pytest.raises(ConfigError, match="demo.lr: expected float like 0.001, got 'fast'"):
+        settings_from_dict(Block, {"lr": "fast"}, "demo")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
@@ -85,3 +86,34 @@ def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str])
         lines = "\n".join(f"  - {_describe(error)}" for error in errors)
         raise ConfigError(f"invalid configuration:\n{lines}\nFix config/config.yaml (or your --config / "
                           "--configfile override); every key is documented in config/README.md.")
+
+
+Settings = TypeVar("Settings")
+
+
+def settings_from_dict(cls: type[Settings], values: Mapping[str, Any] | None, key: str) -> Settings:
+    """A settings dataclass from a config block: defaults overridden by ``values``, lists turned into
+    tuples where the default is a tuple (YAML has no tuples), and an unknown key refused with the
+    allowed ones, named under ``key`` (e.g. ``aggregate.abmil``)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown {key} key(s) {unknown}; allowed: {', '.join(fields)}")
+    for name, value in values.items():
+        default = fields[name].default
+        if isinstance(value, str) and isinstance(default, (bool, int, float, tuple)):
+            values[name] = value = _yaml_value(value)  # `--config` hands nested values over as strings
+            if isinstance(value, str):
+                kind = "a list" if isinstance(default, tuple) else type(default).__name__
+                raise ConfigError(f"{key}.{name}: expected {kind} like {default!r}, got {value!r}")
+        if isinstance(default, tuple) and isinstance(value, list):
+            values[name] = tuple(value)
+    return cls(**values)
+
+
+def _yaml_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text

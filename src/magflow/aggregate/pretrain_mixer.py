@@ -38,6 +38,7 @@ from magflow.aggregate.mem import MEM
 from magflow.aggregate.mixer import MixerConfig, MixingEncoder
 from magflow.atomic import atomic_path
 from magflow.embed.run import pick_device
+from magflow.config import settings_from_dict
 from magflow.errors import ConfigError, MagflowError
 from magflow.pretrain import seeds
 from magflow.pretrain.checkpoint import CHECKPOINT, check_same_run, load_checkpoint, save_checkpoint
@@ -123,14 +124,7 @@ class MixerTrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MixerTrainConfig:
         """Defaults overridden by ``values``; an unknown key is refused with the allowed ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ConfigError(f"unknown aggregate.pretrain key(s) {unknown}; allowed: {', '.join(names)}")
-        values = dict(values)
-        if "betas" in values:
-            values["betas"] = tuple(values["betas"])
-        return cls(**values)
+        return settings_from_dict(cls, values, "aggregate.pretrain")
 
     def mixer(self, in_dim: int, n_scales: int) -> MixerConfig:
         return MixerConfig(in_dim=in_dim, n_scales=n_scales, **{k: getattr(self, k) for k in _MODEL_KEYS})

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from magflow.aggregate.auroc import Auroc, slide_auroc
 from magflow.aggregate.bags import SlideSet
 from magflow.aggregate.slide_model import SlideModel
+from magflow.config import settings_from_dict
 from magflow.errors import ConfigError
 from magflow.evaluate.classification import mean_std
 from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION, SlideSplit, seeded_splits
@@ -67,7 +68,7 @@ class MILConfig:
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, what: str) -> None:
             if not ok:
-                raise ConfigError(f"abmil.{key}: {what}, got {getattr(self, key)!r}")
+                raise ConfigError(f"aggregate.abmil.{key}: {what}, got {getattr(self, key)!r}")
 
         need(self.lr > 0, "lr", "must be > 0")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
@@ -83,14 +84,7 @@ class MILConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> MILConfig:
         """Defaults overridden by ``values``; an unknown key is refused with the allowed ones."""
-        values = dict(values or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ConfigError(f"unknown abmil key(s) {unknown}; allowed: {', '.join(names)}")
-        if "seeds" in values:
-            values["seeds"] = tuple(int(s) for s in values["seeds"])
-        return cls(**values)
+        return settings_from_dict(cls, values, "aggregate.abmil")
 
 
 @dataclass
