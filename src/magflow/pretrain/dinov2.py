@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -12,8 +13,6 @@ from magflow.pretrain.backbone import Backbone
 from magflow.pretrain.head import DINOHead
 from magflow.pretrain.losses import dino_loss, ibot_loss, koleo_loss
 from magflow.pretrain.targets import Center, sinkhorn_knopp
-
-TARGET_STRATEGIES = ("centering", "sinkhorn")
 
 
 class StudentOutput(NamedTuple):
@@ -37,11 +36,20 @@ class DINOv2(nn.Module):
     def _patch_head(self) -> DINOHead:
         return self.dino_head if self.ibot_head is None else self.ibot_head
 
-    def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None,
+    def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | Sequence[torch.Tensor] | None,
                 masks: torch.Tensor | None = None, mask_indices: torch.Tensor | None = None) -> StudentOutput:
-        """The student pass: ``masks`` (images×N bool) hide patches of the global crops for iBOT."""
+        """The student pass: ``masks`` (images×N bool) hide patches of the global crops for iBOT.
+
+        ``local_crops`` may be a list of groups of different sizes (MAD: native children and small
+        crops), encoded group by group in one pass, their logits in list order after the globals'.
+        """
         out = self.backbone(global_crops, masks)
-        cls = out.cls if local_crops is None else torch.cat([out.cls, self.backbone(local_crops).cls])
+        if local_crops is None:
+            cls = out.cls
+        elif isinstance(local_crops, torch.Tensor):
+            cls = torch.cat([out.cls, self.backbone(local_crops).cls])
+        else:
+            cls = torch.cat([out.cls, *(self.backbone(group).cls for group in local_crops)])
         patch_logits = None
         if mask_indices is not None:
             patch_logits = self._patch_head()(out.patches.flatten(0, 1)[mask_indices])

@@ -1,4 +1,4 @@
-"""The `pretrain` step: one run (strategy × seed) on the train tile stores, on 1 device or with torchrun."""
+"""The `pretrain` step: one run (strategy × seed) on its tile stores, on 1 device or with torchrun."""
 
 from __future__ import annotations
 
@@ -17,14 +17,17 @@ from magflow.atomic import atomic_path
 log = logging.getLogger(__name__)
 
 
-def launch_pretraining(stores: Sequence[str | os.PathLike[str]], sampler: str | os.PathLike[str],
+def launch_pretraining(stores: Sequence[str | os.PathLike[str]], sampler: str | os.PathLike[str] | None,
                        out_dir: str | os.PathLike[str], train: Mapping[str, Any], seed: int, gpus: int = 0,
-                       log_file: str | os.PathLike[str] | None = None) -> Path:
-    """Train one run. With ``gpus`` > 1 the job runs ``torchrun --nproc_per_node=gpus`` (DDP, NCCL);
-    otherwise it trains in this process (one GPU if visible, else CPU). Returns the run config path."""
+                       log_file: str | os.PathLike[str] | None = None, mad: Mapping[str, Any] | None = None) -> Path:
+    """Train one run: with a ``sampler`` JSON, DINOv2 with magnification sampling; with ``mad`` settings
+    (``MadConfig`` fields) and no sampler, MAD. With ``gpus`` > 1 the job runs ``torchrun
+    --nproc_per_node=gpus`` (DDP, NCCL); otherwise it trains in this process (one GPU if visible, else
+    CPU). Returns the run config path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run_config = {"stores": [str(s) for s in stores], "sampler": str(sampler), "out_dir": str(out),
+    strategy = {"mad": dict(mad)} if mad is not None else {"sampler": str(sampler)}
+    run_config = {"stores": [str(s) for s in stores], **strategy, "out_dir": str(out),
                   "train": {**dict(train), "seed": int(seed)}}
     config_path = out / "run.yaml"
     with atomic_path(config_path) as tmp:

@@ -10,6 +10,13 @@ The run config is YAML or JSON::
     out_dir: results/pretrain/cu
     train: {batch_size: 64, iterations: 125000}   # TrainConfig fields; the rest keep their defaults
 
+A MAD run (magnification-aware distillation) names the MAD tile set's stores and gives ``mad``
+(MadConfig fields, ``{}`` for the defaults) instead of ``sampler``::
+
+    stores: [results/tiles/mad/slide_a.h5, results/tiles/mad/slide_b.h5]
+    mad: {transition_weights: [0.5, 0.5], standalone_p: 0.1}
+    out_dir: results/models/mad
+
 ``--stores``, ``--sampler`` and ``--out-dir`` override the file's values (``--config`` may then be
 left out). Re-running the same command resumes from ``out_dir/checkpoint.pt``.
 """
@@ -29,11 +36,12 @@ import yaml
 
 from magflow.errors import ConfigError, MagflowError
 from magflow.logs import log_to_file
+from magflow.pretrain.mad_config import MadConfig
 from magflow.pretrain.trainer import TrainConfig, TrainResult, train
 from magflow.sampling.record import read_sampler
 from magflow.sampling.sampler import Sampler, SamplerConfig, build_sampler
 
-RUN_KEYS = ("stores", "sampler", "out_dir", "train")
+RUN_KEYS = ("stores", "sampler", "mad", "out_dir", "train")
 
 
 def load_sampler(value: str | Mapping[str, Any]) -> Sampler:
@@ -57,19 +65,26 @@ def read_run_config(path: str | Path | None, overrides: Mapping[str, Any]) -> di
             raise ConfigError(f"{path}: a run config is a mapping with keys {', '.join(RUN_KEYS)}")
     run.update({key: value for key, value in overrides.items() if value})
     unknown = sorted(set(run) - set(RUN_KEYS))
-    missing = [key for key in ("stores", "sampler", "out_dir") if not run.get(key)]
+    missing = [key for key in ("stores", "out_dir") if not run.get(key)]
+    if run.get("sampler") and "mad" in run:
+        raise ConfigError(f"run config {path or '(command line)'} gives both sampler and mad; a run is either "
+                          "DINOv2 with a magnification sampler or MAD: keep one")
+    if not run.get("sampler") and "mad" not in run:  # MAD settings may be {} (the defaults)
+        missing.append("sampler")
     if unknown or missing:
         raise ConfigError(f"run config {path or '(command line)'}: unknown keys {unknown}, missing keys {missing}; "
-                          f"the keys are {', '.join(RUN_KEYS)} (train is optional)")
+                          f"the keys are {', '.join(RUN_KEYS)} (train is optional; a MAD run gives mad instead of "
+                          "sampler)")
     return run
 
 
 def run(run_config: Mapping[str, Any], *, stop_at: int | None = None, progress: bool = True,
         device: str | None = None) -> TrainResult:
     stores = run_config["stores"]
+    strategy = MadConfig.from_dict(run_config["mad"] or {}) if "mad" in run_config else \
+        load_sampler(run_config["sampler"])
     return train(TrainConfig.from_dict(run_config.get("train") or {}), [stores] if isinstance(stores, str) else stores,
-                 load_sampler(run_config["sampler"]), run_config["out_dir"], stop_at=stop_at, progress=progress,
-                 device=device)
+                 strategy, run_config["out_dir"], stop_at=stop_at, progress=progress, device=device)
 
 
 def build_parser() -> argparse.ArgumentParser:

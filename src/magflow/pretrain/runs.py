@@ -1,4 +1,8 @@
-"""The pretraining sweep: rows of (kernel, strategy, lam, mpp, seed), each tied to a sampler of the sampler sweep."""
+"""The pretraining sweep: rows of (kernel, strategy, lam, mpp, seed), each tied to a sampler of the sampler sweep.
+
+A row with strategy ``mad`` trains by magnification-aware distillation instead: it draws no mpps, so
+it needs no sampler, and its kernel, lam and mpp are NA.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,12 @@ from magflow.errors import ConfigError
 from magflow.sampling.sweep import SWEEP_COLUMNS, sampler_config
 
 RUN_COLUMNS = (*SWEEP_COLUMNS, "seed")
+MAD_STRATEGY = "mad"
+NA = ("", "NA", "<NA>", "nan", "NaN", "None")  # an empty cell as pandas or Paramspace show it
+
+
+def is_mad(run: Mapping[str, Any]) -> bool:
+    return str(run["strategy"]) == MAD_STRATEGY
 
 
 def match_sampler(run: Mapping[str, Any], samplers: Sequence[Mapping[str, Any]], settings: Mapping[str, Any],
@@ -36,3 +46,8 @@ def check_runs(runs: Sequence[Mapping[str, Any]], source: str) -> None:
         except (TypeError, ValueError):
             raise ConfigError(f"pretrain.runs: {source} row {number}: seed must be an integer, got {run['seed']!r}") \
                 from None
+        if is_mad(run):
+            given = [c for c in ("kernel", "lam", "mpp") if run[c] is not None and str(run[c]).strip() not in NA]
+            if given:
+                raise ConfigError(f"pretrain.runs: {source} row {number}: a mad run uses no sampler; set {given} to NA "
+                                  "(MAD's settings are pretrain.mad)")

@@ -1,4 +1,10 @@
-"""DINOv2 pretraining with continuous magnification sampling: the whole training loop.
+"""DINOv2-style pretraining: the whole training loop, shared by continuous magnification sampling and MAD.
+
+What an iteration's items and views are, and which loss terms they give, is the strategy's
+(:mod:`magflow.pretrain.strategy`): a sampler gives DINOv2 with magnification sampling, a
+:class:`~magflow.pretrain.mad_config.MadConfig` magnification-aware distillation
+(:mod:`magflow.pretrain.mad`). Everything else (EMA teacher, centres, schedules, DDP, checkpoints,
+export) is the same for both.
 
 One process per GPU under torchrun (DDP on the student; the EMA teacher, the centres and every random
 draw are kept identical or independent across ranks by construction), or one CPU process. Resuming from
@@ -17,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,124 +35,30 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from magflow import provenance
-from magflow.errors import ConfigError, MagflowError
+from magflow.errors import MagflowError
 from magflow.pretrain import distributed, seeds
 from magflow.pretrain.backbone import build_backbone
 from magflow.pretrain.checkpoint import CHECKPOINT, check_same_run, load_checkpoint, save_checkpoint
-from magflow.pretrain.data import IterationBatches, TileSource
-from magflow.pretrain.dinov2 import TARGET_STRATEGIES, DINOv2, dinov2_losses
+from magflow.pretrain.dinov2 import DINOv2
 from magflow.pretrain.ema import update_teacher
 from magflow.pretrain.export import architecture, export_teacher
 from magflow.pretrain.head import DINOHead
-from magflow.pretrain.masking import mask_global_crops
+from magflow.pretrain.mad import MadStrategy
+from magflow.pretrain.mad_config import MadConfig
 from magflow.pretrain.param_groups import apply_schedules, build_param_groups
 from magflow.pretrain.schedules import build_schedules
+from magflow.pretrain.strategy import SamplingStrategy, Strategy, config_identity
 from magflow.pretrain.targets import Center
-from magflow.pretrain.views import ViewConfig, make_views, view_mpps
-from magflow.sampling.record import to_record
+from magflow.pretrain.train_config import TrainConfig
 from magflow.sampling.sampler import Sampler
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "bf16", "fp32")
-LR_SCALING = ("linear", "sqrt")
-OPERATIONAL = ("checkpoint_every", "log_every", "num_workers", "compile")  # may change when resuming
 LOSS_TERMS = ("dino", "ibot", "koleo")
 
 
 class NonFiniteLossError(MagflowError):
     """A loss term became NaN or infinite; the run stops before the bad step is applied."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """DINOv2 defaults for a ViT-S/16; iteration counts follow DINOv2's 1250-iteration epochs."""
-
-    # architecture
-    arch: str = "vit_small_patch16_224"           # a timm ViT name
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)  # timm overrides, e.g. {"depth": 2}
-    patch_size: int = 16
-    reg_tokens: int = 0                           # 0: the timm model's own count
-    drop_path: float = 0.1
-    # views
-    global_size: int = 224
-    local_size: int = 96
-    n_local_crops: int = 8
-    # heads and losses
-    prototypes: int = 65536
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    ibot: bool = True
-    ibot_separate_head: bool = False
-    mask_probability: float = 0.5
-    mask_ratio: tuple[float, float] = (0.1, 0.5)
-    target_strategy: str = "centering"            # or "sinkhorn"
-    ibot_weight: float = 1.0
-    koleo_weight: float = 0.1
-    student_temp: float = 0.1
-    teacher_temp: float = 0.07
-    warmup_teacher_temp: float = 0.04
-    teacher_temp_warmup_iters: int = 37_500
-    # optimisation
-    batch_size: int = 64                          # per process; the global batch is batch_size · world size
-    iterations: int = 125_000
-    base_lr: float = 1e-3                         # at reference_batch; scaled to the global batch
-    reference_batch: int = 1024
-    lr_scaling: str = "linear"                    # lr = base_lr · (global/reference), or its square root
-    min_lr: float = 1e-6
-    warmup_iters: int = 12_500
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.2
-    momentum: float = 0.992
-    momentum_end: float = 1.0
-    layer_decay: float = 0.9
-    patch_embed_lr_mult: float = 0.2
-    freeze_last_layer_iters: int = 1_250
-    clip_grad: float = 3.0
-    # run
-    seed: int = 0
-    precision: str = "auto"                       # bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = False
-    checkpoint_every: int = 2_500
-    log_every: int = 10
-    num_workers: int = 4                          # DataLoader processes reading tiles
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"train.{key}: {what}, got {getattr(self, key)!r}")
-
-        patches = f"must be a multiple of patch_size {self.patch_size}"
-        need(self.global_size % self.patch_size == 0, "global_size", patches)
-        need(self.local_size % self.patch_size == 0, "local_size", patches)
-        need(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
-        need(self.target_strategy in TARGET_STRATEGIES, "target_strategy", f"must be one of {TARGET_STRATEGIES}")
-        need(self.lr_scaling in LR_SCALING, "lr_scaling", f"must be one of {LR_SCALING}")
-        need(self.batch_size >= 2, "batch_size", "must be >= 2 (KoLeo needs a neighbour)")
-        need(self.iterations >= 1, "iterations", "must be >= 1")
-        need(self.warmup_iters >= 0, "warmup_iters", "must be >= 0 (a warmup longer than the run is cut to it)")
-        need(self.n_local_crops >= 0, "n_local_crops", "must be >= 0")
-        need(self.seed >= 0, "seed", "must be >= 0")
-        need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
-        need(self.log_every >= 1, "log_every", "must be >= 1")
-        need(self.num_workers >= 0, "num_workers", "must be >= 0")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Defaults overridden by ``values``; an unknown key is refused with the allowed ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ConfigError(f"unknown train key(s) {unknown}; allowed: {', '.join(names)}")
-        values = dict(values)
-        if "mask_ratio" in values:
-            values["mask_ratio"] = tuple(values["mask_ratio"])
-        return cls(**values)
-
-    def lr(self, global_batch: int) -> float:
-        """The peak lr for a global batch: base_lr scaled from reference_batch (DINOv2 scales by sqrt)."""
-        ratio = global_batch / self.reference_batch
-        return self.base_lr * (ratio if self.lr_scaling == "linear" else math.sqrt(ratio))
 
 
 @dataclass
@@ -156,8 +68,8 @@ class Step:
     iteration: int
     losses: dict[str, float]      # averaged over processes
     schedule: dict[str, float]
-    batch: dict[str, Any]         # this process's draw: target_mpp, source_mpp, scale, tile, slide
-    mpp: torch.Tensor             # the mpp every view of each item was cut at
+    batch: dict[str, Any]         # this process's draw: target_mpp, source_mpp, scale, tile, slide (MAD: mad_data)
+    mpp: torch.Tensor             # the mpp every view of each item was cut at (MAD: each item's finest views)
 
 
 @dataclass
@@ -169,16 +81,18 @@ class TrainResult:
     model_card: Path | None
 
 
-def build_model(config: TrainConfig) -> DINOv2:
+def build_model(config: TrainConfig, ibot: bool | None = None) -> DINOv2:
+    """Student (and, copied, teacher) network; ``ibot`` overrides ``config.ibot`` (MAD decides it itself)."""
+    ibot = config.ibot if ibot is None else ibot
     backbone = build_backbone(config.arch, img_size=config.global_size, patch_size=config.patch_size,
                               drop_path_rate=config.drop_path, reg_tokens=config.reg_tokens, **config.arch_kwargs)
 
     def head() -> DINOHead:
         return DINOHead(backbone.embed_dim, config.prototypes, config.head_hidden_dim, config.head_bottleneck_dim)
 
-    if not config.ibot:
+    if not ibot:
         backbone.mask_token.requires_grad_(False)  # unused without masks; DDP refuses parameters without grads
-    return DINOv2(backbone, head(), head() if config.ibot and config.ibot_separate_head else None)
+    return DINOv2(backbone, head(), head() if ibot and config.ibot_separate_head else None)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -187,28 +101,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def _run_identity(config: TrainConfig, world_size: int, sampler: Sampler, source: TileSource) -> dict[str, Any]:
-    record = to_record(sampler)
-    return {
-        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in OPERATIONAL},
-        "world_size": world_size,
-        "sampler": {k: record[k] for k in ("strategy", "kernel", "lam", "mpp", "range", "support", "p", "cell_lo",
-                                           "cell_hi")},
-        "stores": [str(p) for p in source.paths],
-    }
+def _run_identity(config: TrainConfig, world_size: int, strategy: Strategy) -> dict[str, Any]:
+    return {"config": config_identity(config), "world_size": world_size, **strategy.identity()}
 
 
-def _model_card(config: TrainConfig, student: DINOv2, sampler: Sampler, source: TileSource, world_size: int,
+def _model_card(config: TrainConfig, student: DINOv2, strategy: Strategy, world_size: int,
                 precision: str) -> dict[str, Any]:
     record = provenance.collect(config=dataclasses.asdict(config), seeds={"train": config.seed}, precision=precision)
     global_batch = config.batch_size * world_size
+    card = strategy.card()
+    views = card.pop("views")
     return {
-        "model": "DINOv2 teacher backbone pretrained with magnification sampling (magflow)",
+        "model": card.pop("model"),
         "architecture": architecture(student.backbone, config.arch, config.arch_kwargs, config.global_size),
-        "strategy": sampler.config.strategy,
-        "sampler": to_record(sampler),
-        "data": {"stores": source.stores, "tiles": len(source), "scales": source.scales,
-                 "source_px": source.source_px},
+        **card,
         "iterations": config.iterations,
         "seed": config.seed,
         "commit": record["git"],
@@ -216,17 +122,16 @@ def _model_card(config: TrainConfig, student: DINOv2, sampler: Sampler, source: 
         "training": {"world_size": world_size, "batch_size_per_process": config.batch_size,
                      "global_batch": global_batch, "peak_lr": config.lr(global_batch),
                      "lr_rule": f"{config.lr_scaling}: base_lr {config.base_lr:g} at batch {config.reference_batch}",
-                     "views": {"global_size": config.global_size, "local_size": config.local_size,
-                               "n_local_crops": config.n_local_crops, "magnification": "one mpp per item, all views"},
-                     "config": dataclasses.asdict(config)},
+                     "views": views, "ibot": strategy.uses_ibot, "config": dataclasses.asdict(config)},
         "provenance": record,
     }
 
 
-def train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sampler: Sampler,
+def train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sampler: Sampler | MadConfig,
           out_dir: str | os.PathLike[str], *, stop_at: int | None = None, progress: bool = True,
           device: str | torch.device | None = None, on_step: Callable[[Step], None] | None = None) -> TrainResult:
-    """Pretrain (or resume) a DINOv2 ViT on the train tile ``stores`` with target mpps drawn from ``sampler``.
+    """Pretrain (or resume) a DINOv2 ViT on the train tile ``stores`` with target mpps drawn from ``sampler``,
+    or, given a :class:`MadConfig`, with magnification-aware distillation on the MAD tile set's ``stores``.
 
     Writes ``out_dir``/checkpoint.pt every ``checkpoint_every`` iterations and when it stops, TensorBoard
     logs under ``out_dir``/tensorboard (rank 0), and once all iterations are done the teacher backbone
@@ -241,23 +146,21 @@ def train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sampler
         distributed.stop(process)
 
 
-def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sampler: Sampler, out_dir: Path,
+def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sampler: Sampler | MadConfig, out_dir: Path,
            stop_at: int | None, progress: bool, process: distributed.Process,
            on_step: Callable[[Step], None] | None) -> TrainResult:
     device, rank = process.device, process.rank
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # the sharp teacher softmax makes denormal gradients: CPU matmuls ~5x slower
     out_dir.mkdir(parents=True, exist_ok=True)
-    views_config = ViewConfig(config.global_size, config.local_size, config.n_local_crops)
-    source = TileSource(stores, config.global_size)
-    views_config.check(source.source_px)
-    source.check_serves(sampler.distribution)
+    strategy: Strategy = MadStrategy(config, stores, sampler) if isinstance(sampler, MadConfig) else \
+        SamplingStrategy(config, stores, sampler)
     precision = resolve_precision(config.precision, device)
     global_batch = config.batch_size * process.world_size
-    identity = _run_identity(config, process.world_size, sampler, source)
+    identity = _run_identity(config, process.world_size, strategy)
 
     torch.manual_seed(config.seed)  # the same initial weights on every process
-    student = build_model(config).to(device)
+    student = build_model(config, strategy.uses_ibot).to(device)
     teacher = copy.deepcopy(student).requires_grad_(False).eval()  # eval: no drop path in the teacher
     centers = torch.nn.ModuleDict({"dino": Center(config.prototypes), "ibot": Center(config.prototypes)}).to(device)
     heads = [student.dino_head] + ([student.ibot_head] if student.ibot_head is not None else [])
@@ -283,9 +186,9 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
             log.info("resuming from %s at iteration %d", checkpoint_path, start)
     stop = max(start, config.iterations if stop_at is None else min(stop_at, config.iterations))
     if process.is_main:
-        log.info("%d process(es) on %s, %s: global batch %d, peak lr %.3g; %d tiles at %s mpp; iterations %d to %d",
-                 process.world_size, device, precision, global_batch, config.lr(global_batch), len(source),
-                 source.scales, start, stop)
+        log.info("%s: %d process(es) on %s, %s: global batch %d, peak lr %.3g; %s; iterations %d to %d",
+                 strategy.name, process.world_size, device, precision, global_batch, config.lr(global_batch),
+                 strategy.describe(), start, stop)
 
     if config.compile:
         student.backbone.compile()
@@ -293,11 +196,10 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
     model = DistributedDataParallel(student, device_ids=[device] if device.type == "cuda" else None) \
         if process.world_size > 1 else student
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    batches = IterationBatches(source, sampler.distribution, config.batch_size, config.seed, rank, config.iterations)
+    batches = strategy.batches(config.batch_size, config.seed, rank, config.iterations)
     loader = DataLoader(batches, batch_size=None, sampler=range(start, stop), num_workers=config.num_workers,
                         pin_memory=device.type == "cuda")
     writer = SummaryWriter(out_dir / "tensorboard", purge_step=start or None) if process.is_main else None
-    grid = (config.global_size // config.patch_size,) * 2
     bar = tqdm(total=stop - start, desc="pretrain", unit="it", disable=not (progress and process.is_main))
     interval_mpps: list[torch.Tensor] = []
     interval_start = time.perf_counter()
@@ -308,21 +210,10 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
             schedule = schedules.at(iteration)
             apply_schedules(optimizer, schedule["lr"], schedule["weight_decay"], schedule["last_layer_lr"])
 
-            mpp = view_mpps(batch["target_mpp"], batch["source_mpp"], config.global_size, source.source_px)
-            views = make_views(batch["images"].to(device, non_blocking=True), batch["source_mpp"], mpp,
-                               views_config, seeds.torch_generator(config.seed, rank, iteration, "views"))
-            masks = indices = None
-            if config.ibot:
-                mask_batch = mask_global_crops(2 * config.batch_size, grid,
-                                               seeds.numpy_rng(config.seed, rank, iteration, "masks"),
-                                               config.mask_probability, config.mask_ratio)
-                masks, indices = mask_batch.masks.to(device), mask_batch.indices.to(device)
-
+            inputs = strategy.prepare(batch, iteration, rank, device)
+            mpp = inputs.mpp
             with autocast:
-                teacher_out = teacher.teacher(views.global_crops, indices)
-                student_out = model(views.global_crops, views.local_crops, masks, indices)
-                terms = dinov2_losses(student_out, teacher_out, masks, config.batch_size, centers,
-                                      schedule["teacher_temp"], config.target_strategy, config.student_temp)
+                terms = strategy.losses(inputs, teacher, model, centers, schedule["teacher_temp"])
             loss = terms["dino"] + config.ibot_weight * terms["ibot"] + config.koleo_weight * terms["koleo"]
             reported = distributed.mean_over_processes(torch.stack([terms[k].detach().float() for k in LOSS_TERMS]
                                                                    + [loss.detach().float()]))
@@ -370,7 +261,7 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
     weights = card = None
     if stop == config.iterations and process.is_main:
         weights, card = export_teacher(teacher.backbone, out_dir,
-                                       _model_card(config, student, sampler, source, process.world_size, precision))
+                                       _model_card(config, student, strategy, process.world_size, precision))
         log.info("exported the teacher backbone to %s", weights)
     return TrainResult(stop, student, teacher, weights, card)
 

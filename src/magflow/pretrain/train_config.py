@@ -1,0 +1,99 @@
+"""The training settings of a DINOv2 or MAD run (``pretrain.train``): a light module, so the workflow
+checks them while it parses the config, before any job, without importing torch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from magflow.config import settings_from_dict
+from magflow.errors import ConfigError
+
+PRECISIONS = ("auto", "bf16", "fp32")
+LR_SCALING = ("linear", "sqrt")
+TARGET_STRATEGIES = ("centering", "sinkhorn")  # DINOv2's teacher targets (magflow.pretrain.targets)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """DINOv2 defaults for a ViT-S/16; iteration counts follow DINOv2's 1250-iteration epochs."""
+
+    # architecture
+    arch: str = "vit_small_patch16_224"           # a timm ViT name
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)  # timm overrides, e.g. {"depth": 2}
+    patch_size: int = 16
+    reg_tokens: int = 0                           # 0: the timm model's own count
+    drop_path: float = 0.1
+    # views
+    global_size: int = 224
+    local_size: int = 96
+    n_local_crops: int = 8
+    # heads and losses
+    prototypes: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    ibot: bool = True
+    ibot_separate_head: bool = False
+    mask_probability: float = 0.5
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+    target_strategy: str = "centering"            # or "sinkhorn"
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    teacher_temp_warmup_iters: int = 37_500
+    # optimisation
+    batch_size: int = 64                          # per process; the global batch is batch_size · world size
+    iterations: int = 125_000
+    base_lr: float = 1e-3                         # at reference_batch; scaled to the global batch
+    reference_batch: int = 1024
+    lr_scaling: str = "linear"                    # lr = base_lr · (global/reference), or its square root
+    min_lr: float = 1e-6
+    warmup_iters: int = 12_500
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.2
+    momentum: float = 0.992
+    momentum_end: float = 1.0
+    layer_decay: float = 0.9
+    patch_embed_lr_mult: float = 0.2
+    freeze_last_layer_iters: int = 1_250
+    clip_grad: float = 3.0
+    # run
+    seed: int = 0
+    precision: str = "auto"                       # bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    checkpoint_every: int = 2_500
+    log_every: int = 10
+    num_workers: int = 4                          # DataLoader processes reading tiles
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, key: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"train.{key}: {what}, got {getattr(self, key)!r}")
+
+        patches = f"must be a multiple of patch_size {self.patch_size}"
+        need(self.global_size % self.patch_size == 0, "global_size", patches)
+        need(self.local_size % self.patch_size == 0, "local_size", patches)
+        need(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
+        need(self.target_strategy in TARGET_STRATEGIES, "target_strategy", f"must be one of {TARGET_STRATEGIES}")
+        need(self.lr_scaling in LR_SCALING, "lr_scaling", f"must be one of {LR_SCALING}")
+        need(self.batch_size >= 2, "batch_size", "must be >= 2 (KoLeo needs a neighbour)")
+        need(self.iterations >= 1, "iterations", "must be >= 1")
+        need(self.warmup_iters >= 0, "warmup_iters", "must be >= 0 (a warmup longer than the run is cut to it)")
+        need(self.n_local_crops >= 0, "n_local_crops", "must be >= 0")
+        need(self.seed >= 0, "seed", "must be >= 0")
+        need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+        need(self.log_every >= 1, "log_every", "must be >= 1")
+        need(self.num_workers >= 0, "num_workers", "must be >= 0")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Defaults overridden by ``values``; an unknown key is refused with the allowed ones."""
+        return settings_from_dict(cls, values, "train")
+
+    def lr(self, global_batch: int) -> float:
+        """The peak lr for a global batch: base_lr scaled from reference_batch (DINOv2 scales by sqrt)."""
+        ratio = global_batch / self.reference_batch
+        return self.base_lr * (ratio if self.lr_scaling == "linear" else math.sqrt(ratio))
