@@ -25,6 +25,7 @@ include: "workflow/rules/sampler.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
 
 
 wildcard_constraints:
@@ -32,6 +33,8 @@ wildcard_constraints:
     tileset="|".join(map(re.escape, TILESETS)) or "[A-Za-z0-9_-]+",
     run="|".join(map(re.escape, RUN_SPACE.instance_patterns)),
     model="|".join(map(re.escape, EMBED_MODELS)),
+    mixer="|".join(map(re.escape, MIXER_RUNS)) or "[^/]+",
+    method="|".join(map(re.escape, SLIDE_METHODS)) or "[^/]+",
 
 
 rule all:
@@ -42,4 +45,5 @@ rule all:
         pretrain_targets(),
         embed_targets(),
         evaluation_targets(),
+        aggregate_targets(),
     default_target: True

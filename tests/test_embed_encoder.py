@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from embed_fixtures import TINY_VIT, export_tiny_vit
-from magflow.embed.encoder import ExternalModel, external_models, load_encoder, model_source
+from magflow.embed.encoder import load_encoder
+from magflow.embed.external import ExternalModel, external_models, model_source
 from magflow.errors import ConfigError
 from magflow.pretrain.augment import normalize
 

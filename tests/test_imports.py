@@ -4,10 +4,11 @@ import subprocess
 import sys
 
 HEAVY = ("torch", "timm", "sklearn", "matplotlib", "tensorboard")
-# every magflow module workflow/rules/common.smk imports, except the training config (see below)
-WORKFLOW_IMPORTS = ["magflow.config", "magflow.embed.external", "magflow.embed.labels", "magflow.errors",
-                    "magflow.evaluate.families", "magflow.evaluate.settings", "magflow.pretrain.runs",
-                    "magflow.report.names", "magflow.sampling.sweep", "magflow.sheet"]
+# every magflow module workflow/rules/common.smk imports
+WORKFLOW_IMPORTS = ["magflow.aggregate.methods", "magflow.aggregate.settings", "magflow.config",
+                    "magflow.embed.external", "magflow.embed.labels", "magflow.errors", "magflow.evaluate.families",
+                    "magflow.evaluate.settings", "magflow.pretrain.mad_config", "magflow.pretrain.runs",
+                    "magflow.pretrain.train_config", "magflow.report.names", "magflow.sampling.sweep", "magflow.sheet"]
 
 
 def imported_after(modules: list[str]) -> set[str]:

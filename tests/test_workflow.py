@@ -29,6 +29,12 @@ def make_project(root: Path, rows: list[str], **config_overrides) -> Path:
     (root / "config" / "samplers.tsv").write_text("kernel\tstrategy\tlam\tmpp\nabs\tdu\tNA\tNA\nabs\tcu_minmax\tNA\tNA\n")
     (root / "config" / "pretrain_runs.tsv").write_text("kernel\tstrategy\tlam\tmpp\tseed\nabs\tcu_minmax\tNA\tNA\t0\n")
     config["samplers"]["grid_step"] = 0.05
+    # region aggregation: one CMEM mixer (its MEM branch too), AB-MIL on class tokens, one seed
+    (root / "config" / "mixer_runs.tsv").write_text("objective\tmask_ratio\tcontext\ncmem\t0.5\t1\n")
+    config["aggregate"].update(t=1, modes=["cls"])
+    config["aggregate"]["pretrain"].update(iterations=4, warmup_iters=1, checkpoint_every=2, batch_size=4,
+                                           reference_batch=4)
+    config["aggregate"]["abmil"].update(epochs=2, seeds=[0])
     config["pretrain"]["train"].update(iterations=4, warmup_iters=1, checkpoint_every=2, log_every=2,
                                        teacher_temp_warmup_iters=2, freeze_last_layer_iters=1)
     config.update(config_overrides)
@@ -58,6 +64,7 @@ def finished_run(tmp_path_factory):
         "train": {"scales": [0.25, 0.5, 1.0, 2.0], "source_px": 448, "max_tiles_per_scale": 6},
         "eval": {"scales": [0.25, 0.5, 1.0, 2.0], "source_px": 512, "max_tiles_per_scale": 6, "nested": True},
         "mad": {"scales": [4.0, 1.0, 0.25], "min_tissue": 0.25, "max_tiles_per_scale": 6},
+        "region": {"scales": [2.0, 1.0, 0.5], "source_px": 224, "min_tissue": 0.25, "max_tiles_per_scale": None},
     })
     first = run(["-s", str(REPO / "Snakefile"), "--cores", "2", "--keep-going"], root)
     return root, first, bool(real)
@@ -107,6 +114,15 @@ def test_rerun_without_the_bad_slide_completes_with_summary_and_report(finished_
     assert "split" in records["probes"]["reason"]
     index = (root / "results" / "report" / "index.html").read_text()
     assert model.name in index and "Provenance" in index and "data:image/png;base64," in index
+    # region aggregation: regions of the cu_minmax encoder, a CMEM mixer, AB-MIL rows in the report
+    with h5py.File(root / "results" / "regions" / model.name / "tiny_a.h5") as h5:
+        assert h5.attrs["t"] == 1 and int(h5.attrs["n_tokens"]) == 1 + 4 + 16  # s(1, 3)
+        assert len(h5["regions"]["grid"]) >= 1
+    mixer = root / "results" / "mixers" / model.name / "objective~cmem_mask_ratio~0.5_context~1"
+    assert json.loads((mixer / "model_card.json").read_text())["iterations"] == 4
+    auroc = (root / "results" / "report" / "abmil_auroc.tsv").read_text()
+    for row in ("CMEM r=0.5 c=1 (cls)", "random mixer (cls)", "ABMIL 5× (2 mpp)", "ABMIL 20× (0.5 mpp)", "ABMIL all×"):
+        assert row in auroc and row in index, row
     report = run(["-s", str(REPO / "Snakefile"), "--report", "report.html"], root)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (root / "report.html").stat().st_size > 10000
@@ -119,9 +135,12 @@ def test_dry_run_of_the_default_config_plans_every_job():
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
     jobs = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
-    expected = {"phantom": 5, "tissue_mask": 5, "slide_qc_table": 1, "extract_tiles": 15, "optimize_sampler": 12,
-                "pretrain": 3, "embed": 3, "evaluation_figures": 3, "rankme_comparison": 1, "report_index": 1}
-    expected.update({f"evaluate_{metric}": 3 for metric in ("rankme", "probes", "cross_mpp", "clustering", "centroids",
+    # 5 slides; 4 tile sets; 4 runs (du, cu, cu_minmax, mad); 2 mixers; 10 AB-MIL methods:
+    # 2 mixers x 2 modes, the random mixer x 2 modes, 3 single scales and all scales
+    expected = {"phantom": 5, "tissue_mask": 5, "slide_qc_table": 1, "extract_tiles": 20, "tile_manifest": 4,
+                "optimize_sampler": 12, "pretrain": 4, "embed": 4, "evaluation_figures": 4, "rankme_comparison": 1,
+                "report_index": 1, "region_embed": 5, "pretrain_mixer": 2, "abmil": 10, "abmil_table": 1}
+    expected.update({f"evaluate_{metric}": 4 for metric in ("rankme", "probes", "cross_mpp", "clustering", "centroids",
                                                             "consistency", "segmentation")})
     for name, count in expected.items():
         assert jobs.get(name) == count, (name, out[-2500:])

@@ -147,6 +147,52 @@ def _read(args: argparse.Namespace) -> int:
     return 0
 
 
+def _regions(args: argparse.Namespace) -> int:
+    from magflow.aggregate.region_step import build_slide_regions
+    from magflow.embed import ExternalModel
+
+    model = args.model_dir or ExternalModel(args.name or args.timm_name, args.timm_name, args.weights, args.img_size,
+                                            json.loads(args.timm_kwargs))
+    counts = build_slide_regions(args.store, args.out, model, name=args.name, t=args.t, scales=args.scales,
+                                 batch_size=args.batch_size, device=args.device)
+    print(f"{counts['n_regions']} regions of {counts['n_tokens']} tokens ({counts['missing_tokens']} background "
+          f"tokens masked); wrote {args.out}")
+    return 0
+
+
+def _mixer(args: argparse.Namespace) -> int:
+    from magflow.aggregate.pretrain_mixer import MixerTrainConfig, train_mixer
+
+    config = MixerTrainConfig.from_dict(json.loads(args.settings))
+    result = train_mixer(config, args.regions, args.out_dir, stop_at=args.stop_at, device=args.device)
+    print(f"mixer ({config.objective}): {result.iteration}/{config.iterations} iterations; wrote {args.out_dir}")
+    return 0
+
+
+def _abmil(args: argparse.Namespace) -> int:
+    from magflow.aggregate.abmil_step import run_abmil_method
+    from magflow.aggregate.methods import SlideMethod
+    from magflow.sheet import read_sheet
+
+    entries = read_sheet(args.sheet)
+    if args.mixer_dir:
+        method = SlideMethod(args.method, args.label or args.method, "mixer", args.mode, mixer=args.mixer_dir)
+    elif args.random_mixer:
+        method = SlideMethod(args.method, args.label or args.method, "random", args.mode)
+    else:
+        method = SlideMethod(args.method, args.label or args.method, "tiles", "tiles", scales=tuple(args.scales or ()))
+        if not method.scales:
+            raise ConfigError("magflow abmil: give --mixer-dir, --random-mixer, or --scales for a tile baseline")
+    record = run_abmil_method(method, args.regions, {e.slide_id: e.label for e in entries}, args.out,
+                              mil=json.loads(args.settings), groups={e.slide_id: e.group for e in entries},
+                              sheet_splits={e.slide_id: e.split for e in entries} if args.sheet_splits else None,
+                              mixer_dir=args.mixer_dir, mixer_train=json.loads(args.mixer_settings),
+                              device=args.device)
+    auroc = record["auroc"]
+    print(f"{record['method']}: AUROC {auroc['mean']} ± {auroc['std']} over {auroc['n']} seed(s); wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magflow", description=__doc__)
     parser.add_argument("--version", action="version", version=f"magflow {__version__}")
@@ -249,6 +295,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slide-table", help="the slide QC table, results/qc/slides.tsv")
     p.add_argument("--settings", default="{}", help="the config's evaluate block as JSON")
     p.set_defaults(handler=_report)
+
+    p = steps.add_parser("regions", help="embed a slide's region tile store and write its region sequences (HDF5)")
+    p.add_argument("store", help="the slide's store of the region tile set (every tissue tile, no caps)")
+    p.add_argument("--out", required=True, help="output HDF5 file, e.g. results/regions/MODEL/SLIDE.h5")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", help="a run's directory: teacher_backbone.safetensors + model_card.json")
+    source.add_argument("--timm-name", help="an external timm architecture; needs --weights (never downloaded)")
+    p.add_argument("--weights", help="the external model's local weights file")
+    p.add_argument("--img-size", type=int, default=224, help="the external model's image size")
+    p.add_argument("--timm-kwargs", default="{}", help="JSON keyword arguments for timm")
+    p.add_argument("--name", help="model name recorded in the file")
+    p.add_argument("--t", type=int, default=3, help="region side in coarsest tiles (t=3 over 3 scales: 189 tokens)")
+    p.add_argument("--scales", type=float, nargs="+", default=[2.0, 1.0, 0.5], help="token scales (mpp)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
+    p.set_defaults(handler=_regions)
+
+    p = steps.add_parser("mixer", help="pretrain a mixing encoder with MEM or CMEM on region files (resumable)")
+    p.add_argument("regions", nargs="+", help="region files of one encoder, e.g. results/regions/MODEL/*.h5")
+    p.add_argument("--out-dir", required=True, help="checkpoint, history.tsv, mixer_encoder.safetensors, card")
+    p.add_argument("--settings", default="{}", help='MixerTrainConfig fields as JSON, e.g. \'{"objective": "cmem"}\'')
+    p.add_argument("--stop-at", type=int, help="stop (checkpointed) at this iteration; rerun to resume")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.set_defaults(handler=_mixer)
+
+    p = steps.add_parser("abmil", help="AB-MIL on the slide label over region files: AUROC over seeds (JSON record)")
+    p.add_argument("regions", nargs="+", help="region files, e.g. results/regions/MODEL/*.h5")
+    p.add_argument("--sheet", required=True, help="the slide sheet: label, group and split columns")
+    p.add_argument("--out", required=True, help="output JSON record")
+    p.add_argument("--method", default="abmil", help="method id recorded")
+    p.add_argument("--label", help="the table row name (default: the method id)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--mixer-dir", help="a pretrained mixer's directory (fine-tuned after a frozen epoch)")
+    kind.add_argument("--random-mixer", action="store_true", help="a randomly initialised mixer")
+    kind.add_argument("--scales", type=float, nargs="+", help="tile baseline: pool these scales (mpp)")
+    p.add_argument("--mode", choices=["cls", "patch"], default="cls", help="mixer outputs pooled")
+    p.add_argument("--settings", default="{}", help="MILConfig fields as JSON, e.g. '{\"lr\": 1e-4}'")
+    p.add_argument("--mixer-settings", default="{}", help="MixerTrainConfig fields of the random mixer (JSON)")
+    p.add_argument("--sheet-splits", action="store_true", help="use the sheet's split column for every seed")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(handler=_abmil)
 
     steps.add_parser("pretrain", add_help=False,
                      help="train one DINOv2 run: magflow pretrain --config run.yaml (see magflow pretrain --help); "

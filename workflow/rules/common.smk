@@ -7,11 +7,14 @@ from snakemake.utils import Paramspace
 
 from magflow.embed.external import external_models
 from magflow.embed.labels import sidecar_path
+from magflow.aggregate.methods import MIXER_COLUMNS, check_mixer_runs, slide_methods
+from magflow.aggregate.settings import MILConfig, MixerTrainConfig
 from magflow.errors import ConfigError
 from magflow.evaluate.families import METRIC_NAMES
 from magflow.evaluate.settings import EvalSettings
-from magflow.pretrain.trainer import TrainConfig
-from magflow.pretrain.runs import RUN_COLUMNS, check_runs, match_sampler
+from magflow.pretrain.train_config import TrainConfig
+from magflow.pretrain.mad_config import MadConfig
+from magflow.pretrain.runs import RUN_COLUMNS, check_runs, is_mad, match_sampler
 from magflow.report.names import FIGURES, TABLES
 from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
 from magflow.sheet import read_sheet
@@ -113,11 +116,34 @@ _RUN_SAMPLERS = {
         match_sampler(row, SAMPLER_SPACE.dataframe.to_dict("records"), SAMPLER_SETTINGS, f"{PRETRAIN['runs']} row {i + 2}")
     ]
     for i, (pattern, row) in enumerate(zip(RUN_SPACE.instance_patterns, _runs.to_dict("records")))
+    if not is_mad(row)
 }
+# strategy `mad` rows: magnification-aware distillation on the pretrain.mad tile set, no sampler
+_MAD_RUNS = {p for p, row in zip(RUN_SPACE.instance_patterns, _runs.to_dict("records")) if is_mad(row)}
+MAD_SETTINGS = dict(PRETRAIN.get("mad") or {})
+MAD_TILESET = MAD_SETTINGS.pop("tileset", "mad")
+MAD_TRAIN = {**PRETRAIN["train"], **MAD_SETTINGS.pop("train", {})}  # whole keys of pretrain.train replaced
+if _MAD_RUNS:
+    MadConfig.from_dict(MAD_SETTINGS)  # unknown or invalid MAD keys stop the run before any job
+    TrainConfig.from_dict(MAD_TRAIN)
+    if MAD_TILESET not in config["tilesets"]:
+        raise ConfigError(f"pretrain.mad.tileset: '{MAD_TILESET}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
 
 
 def run_sampler(wildcards):
+    if wildcards.run in _MAD_RUNS:
+        return []
     return f"results/samplers/{_RUN_SAMPLERS[wildcards.run]}.json"
+
+
+def run_mad(wildcards):
+    """The MAD settings of a `mad` run (MadConfig fields), None for a run with a sampler."""
+    return MAD_SETTINGS if wildcards.run in _MAD_RUNS else None
+
+
+def run_train(wildcards):
+    """The TrainConfig fields of a run: pretrain.train, with pretrain.mad.train on top for a `mad` run."""
+    return MAD_TRAIN if wildcards.run in _MAD_RUNS else PRETRAIN["train"]
 
 
 def run_seed(wildcards):
@@ -127,7 +153,8 @@ def run_seed(wildcards):
 def train_stores(wildcards):
     """Self-supervised training sees only the train split, so val/test slides stay unseen."""
     train_ids = [s for s in SLIDE_IDS if SLIDES.loc[s, "split"] == "train"]
-    return expand("results/tiles/{tileset}/{slide_id}.h5", tileset=PRETRAIN["tileset"], slide_id=train_ids)
+    tileset = MAD_TILESET if wildcards.run in _MAD_RUNS else PRETRAIN["tileset"]
+    return expand("results/tiles/{tileset}/{slide_id}.h5", tileset=tileset, slide_id=train_ids)
 
 
 def pretrain_targets():
@@ -224,3 +251,75 @@ def evaluation_figure_files():
 def evaluation_targets():
     return (evaluation_records() + evaluation_figure_files()
             + ["results/report/rankme_profiles.png", "results/report/index.html"])
+
+
+# -- region aggregation: regions of one frozen tile encoder, mixer runs (objective x r x c), AB-MIL --------
+AGGREGATE = config["aggregate"]
+AGG_ENCODER = AGGREGATE["encoder"]
+MIXER_RUNS = {}
+SLIDE_METHODS = {}
+if AGG_ENCODER is not None:
+    if AGG_ENCODER not in EMBED_MODELS:
+        raise ConfigError(f"aggregate.encoder: '{AGG_ENCODER}' is neither a pretraining run nor an embed.external "
+                          f"baseline; choose one of: {', '.join(EMBED_MODELS)}")
+    if AGGREGATE["tileset"] not in config["tilesets"]:
+        raise ConfigError(f"aggregate.tileset: '{AGGREGATE['tileset']}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
+    AGG_SCALES = sorted(config["tilesets"][AGGREGATE["tileset"]]["scales"], reverse=True)
+    if config["tilesets"][AGGREGATE["tileset"]].get("max_tiles_per_scale") is not None:
+        raise ConfigError(f"tilesets.{AGGREGATE['tileset']}.max_tiles_per_scale: the region tile set must keep every "
+                          "tissue tile (null), or regions miss tiles; use another tile set for aggregate.tileset")
+    _mixer_runs = pd.read_csv(AGGREGATE["runs"], sep="\t", comment="#")
+    MIXER_SPACE = Paramspace(_mixer_runs[list(MIXER_COLUMNS)], filename_params="*", single_wildcard="mixer")
+    MIXER_RUNS = check_mixer_runs(dict(zip(MIXER_SPACE.instance_patterns, _mixer_runs.to_dict("records"))),
+                                  AGGREGATE["runs"])
+    for _row in MIXER_RUNS.values():  # unknown or invalid keys stop the run before any job
+        MixerTrainConfig.from_dict({**AGGREGATE["pretrain"], **_row})
+    MILConfig.from_dict(AGGREGATE["abmil"])
+    SLIDE_METHODS = slide_methods(MIXER_RUNS, AGGREGATE["modes"], AGG_SCALES)
+
+
+def sheet_label(slide_id):
+    label = slide_entry(slide_id)["label"]
+    return None if pd.isna(label) else str(label)
+
+
+def labelled_slides():
+    return [s for s in SLIDE_IDS if sheet_label(s) is not None]
+
+
+def region_files(slide_ids=None):
+    return expand("results/regions/{model}/{slide_id}.h5", model=AGG_ENCODER,
+                  slide_id=SLIDE_IDS if slide_ids is None else slide_ids)
+
+
+def mixer_train(wildcards):
+    """aggregate.pretrain with the run's objective, mask ratio and context."""
+    return {**AGGREGATE["pretrain"], **MIXER_RUNS[wildcards.mixer]}
+
+
+def mixer_regions(wildcards):
+    """Self-supervised, as the tile encoders: the train split's slides only."""
+    return region_files([s for s in SLIDE_IDS if SLIDES.loc[s, "split"] == "train"])
+
+
+def abmil_inputs(wildcards):
+    method = SLIDE_METHODS[wildcards.method]
+    inputs = {"regions": region_files(labelled_slides())}
+    if method.kind == "mixer":
+        inputs["mixer"] = f"results/mixers/{wildcards.model}/{method.mixer}/model_card.json"
+    return inputs
+
+
+def abmil_sheet_splits():
+    """The sheet's split column where evaluate.splits says `sheet`, or `auto` and every labelled slide has one."""
+    labelled = labelled_slides()
+    complete = all(SLIDES.loc[s, "split"] in ("train", "val", "test") for s in labelled)
+    mode = EVALUATE.get("splits", "auto")
+    return {s: SLIDES.loc[s, "split"] for s in labelled} if mode == "sheet" or (mode == "auto" and complete) else None
+
+
+def aggregate_targets():
+    if AGG_ENCODER is None:
+        return []
+    return (expand("results/mixers/{model}/{mixer}/model_card.json", model=AGG_ENCODER, mixer=list(MIXER_RUNS))
+            + ["results/report/abmil_auroc.html"])

@@ -226,6 +226,7 @@ rule report_index:
         comparison="results/report/rankme_profiles.png",
         manifest=f"results/tiles/{EMBED['tileset']}/manifest.tsv",
         slides="results/qc/slides.tsv",
+        **({"slide_level": "results/report/abmil_auroc.tsv"} if AGG_ENCODER is not None else {}),
     output:
         report(
             "results/report/index.html",

@@ -1,5 +1,5 @@
-# DINOv2 pretraining with magnification sampling: one job per run (strategy x seed, from pretrain.runs).
-# A job asking for more than one GPU launches torchrun (DDP) inside itself.
+# DINOv2 pretraining with magnification sampling, or MAD for strategy `mad` rows: one job per run (strategy x
+# seed, from pretrain.runs). A job asking for more than one GPU launches torchrun (DDP) inside itself.
 
 
 rule pretrain:
@@ -11,8 +11,9 @@ rule pretrain:
         card="results/models/{run}/model_card.json",
     params:
         out_dir=lambda wildcards: f"results/models/{wildcards.run}",
-        train=PRETRAIN["train"],
+        train=run_train,
         seed=run_seed,
+        mad=run_mad,
         gpus=PRETRAIN["gpus"],
     threads: max(1, PRETRAIN["train"].get("num_workers", 0))
     resources:

@@ -9,4 +9,5 @@ write_index(
     config=snakemake.config,
     manifests=[snakemake.input.manifest],
     slide_table=snakemake.input.slides,
+    slide_level=snakemake.input.get("slide_level"),
 )

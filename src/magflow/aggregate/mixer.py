@@ -14,60 +14,16 @@ builds it). It must stay below ``max_grid``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from timm.layers import SwiGLU, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from magflow.aggregate.settings import MixerConfig
 from magflow.errors import ConfigError
 
-
-
-@dataclass(frozen=True)
-class MixerConfig:
-    """Shape of the mixer; the paper's model is the default, the demo shrinks width and depth."""
-
-    in_dim: int                      # tile embedding dim
-    width: int = 1536
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 2.0           # SwiGLU hidden = width · mlp_ratio
-    n_cls: int = 4
-    n_scales: int = 3
-    max_grid: int = 64               # positions per axis, in finest-scale cells
-    decoder_depth: int = 2           # MEM decoder (magflow.aggregate.mem), not part of the encoder
-    decoder_width: int | None = None  # None: same as width
-
-    def __post_init__(self) -> None:
-        for key in ("in_dim", "width", "depth", "heads", "n_cls", "n_scales", "max_grid"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"mixer.{key} = {getattr(self, key)}: must be at least 1")
-        if self.width % self.heads:
-            raise ConfigError(f"mixer.width ({self.width}) must be a multiple of mixer.heads ({self.heads})")
-        if self.decoder_depth < 0:
-            raise ConfigError(f"mixer.decoder_depth = {self.decoder_depth}: must be 0 or more")
-        if self.decoder_dim % self.heads:
-            raise ConfigError(f"mixer.decoder_width ({self.decoder_dim}) must be a multiple of mixer.heads "
-                              f"({self.heads})")
-
-    @property
-    def decoder_dim(self) -> int:
-        return self.decoder_width or self.width
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "mixer") -> MixerConfig:
-        """Build from a config mapping; unknown keys are refused by name."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown or "in_dim" not in values:
-            raise ConfigError(f"{where}: needs `in_dim`; unknown keys {unknown}; allowed {sorted(known)}")
-        return cls(**values)
 
 
 class MixerOutput(NamedTuple):

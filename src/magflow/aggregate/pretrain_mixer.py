@@ -36,9 +36,9 @@ from magflow.aggregate.cmem import CMEM
 from magflow.aggregate.data import IterationDraws, RegionSource
 from magflow.aggregate.mem import MEM
 from magflow.aggregate.mixer import MixerConfig, MixingEncoder
+from magflow.aggregate.settings import MixerTrainConfig
 from magflow.atomic import atomic_path
 from magflow.embed.run import pick_device
-from magflow.config import settings_from_dict
 from magflow.errors import ConfigError, MagflowError
 from magflow.pretrain import seeds
 from magflow.pretrain.checkpoint import CHECKPOINT, check_same_run, load_checkpoint, save_checkpoint
@@ -46,93 +46,15 @@ from magflow.pretrain.schedules import CosineSchedule
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("mem", "cmem")
-PRECISIONS = ("auto", "bf16", "fp32")
 OPERATIONAL = ("checkpoint_every", "log_every", "num_workers")  # may change when resuming
 WEIGHTS = "mixer_encoder.safetensors"
 CARD = "model_card.json"
 HISTORY = "history.tsv"
 _NO_DECAY = ("pos.", "cls_token", "mask_token")
-_MODEL_KEYS = ("width", "depth", "heads", "mlp_ratio", "n_cls", "max_grid", "decoder_depth", "decoder_width")
 
 
 class NonFiniteLossError(MagflowError):
     """A loss became NaN or infinite; the run stops before the bad step is applied."""
-
-
-@dataclass(frozen=True)
-class MixerTrainConfig:
-    """The paper's mixer and MEM settings by default; the demo overrides width, depth and iterations."""
-
-    objective: str = "mem"             # or "cmem"
-    # mixer (magflow.aggregate.mixer.MixerConfig; in_dim and n_scales come from the region files)
-    width: int = 1536
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 2.0
-    n_cls: int = 4
-    max_grid: int = 64
-    decoder_depth: int = 2
-    decoder_width: int | None = None
-    # MEM / CMEM
-    mask_ratio: float = 0.5
-    dihedral: bool = True              # random rotations and flips (all scales alike), MEM and CMEM
-    context: int = 7                   # CMEM: c of the c×c context the two t×t views come from
-    projector_hidden: int = 4096
-    projector_dim: int = 256
-    tau: float = 0.2
-    contrastive_weight: float = 1.0
-    # optimisation
-    batch_size: int = 256
-    iterations: int = 10_000
-    warmup_iters: int = 1_000
-    base_lr: float = 1.5e-4            # at reference_batch; lr = base_lr · batch_size / reference_batch
-    reference_batch: int = 256
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    clip_grad: float | None = 3.0
-    # run
-    seed: int = 0
-    precision: str = "auto"            # bf16 autocast on CUDA, fp32 on CPU
-    checkpoint_every: int = 500
-    log_every: int = 10
-    num_workers: int = 0               # DataLoader processes cutting regions (2-8 on a GPU node)
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"aggregate.pretrain.{key}: {what}, got {getattr(self, key)!r}")
-
-        need(self.objective in OBJECTIVES, "objective", f"must be one of {OBJECTIVES}")
-        need(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
-        need(0 < self.mask_ratio < 1, "mask_ratio", "must be in (0, 1) (the paper sweeps 0.25/0.5/0.75)")
-        need(self.context >= 1, "context", "must be >= 1 (and >= t; the paper uses 3, 7 or 11)")
-        need(self.tau > 0, "tau", "must be > 0")
-        need(self.batch_size >= 2 or self.objective == "mem", "batch_size", "must be >= 2 for CMEM (NT-Xent)")
-        need(self.batch_size >= 1, "batch_size", "must be >= 1")
-        need(self.iterations >= 1, "iterations", "must be >= 1")
-        need(self.warmup_iters >= 0, "warmup_iters", "must be >= 0 (a warmup longer than the run is cut to it)")
-        need(self.base_lr > 0 and self.reference_batch >= 1, "base_lr", "must be > 0 with reference_batch >= 1")
-        need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "must be two numbers in [0, 1)")
-        need(self.clip_grad is None or self.clip_grad > 0, "clip_grad", "must be > 0 or null")
-        need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
-        need(self.log_every >= 1, "log_every", "must be >= 1")
-        need(self.num_workers >= 0, "num_workers", "must be >= 0")
-        self.mixer(1, 1)  # the shape checks
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> MixerTrainConfig:
-        """Defaults overridden by ``values``; an unknown key is refused with the allowed ones."""
-        return settings_from_dict(cls, values, "aggregate.pretrain")
-
-    def mixer(self, in_dim: int, n_scales: int) -> MixerConfig:
-        return MixerConfig(in_dim=in_dim, n_scales=n_scales, **{k: getattr(self, k) for k in _MODEL_KEYS})
-
-    @property
-    def lr(self) -> float:
-        """The peak lr: the linear scaling rule against ``reference_batch``."""
-        return self.base_lr * self.batch_size / self.reference_batch
 
 
 @dataclass

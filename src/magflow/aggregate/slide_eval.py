@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -34,57 +33,15 @@ from tqdm import tqdm
 
 from magflow.aggregate.auroc import Auroc, slide_auroc
 from magflow.aggregate.bags import SlideSet
+from magflow.aggregate.settings import MILConfig
 from magflow.aggregate.slide_model import SlideModel
-from magflow.config import settings_from_dict
 from magflow.errors import ConfigError
 from magflow.evaluate.classification import mean_std
-from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION, SlideSplit, seeded_splits
+from magflow.evaluate.splits import SlideSplit, seeded_splits
 
 log = logging.getLogger(__name__)
 
-SELECT = ("val_loss", "last")
 _NO_DECAY_PREFIXES = ("encoder.cls_token", "encoder.pos.", "scale_embed.")  # tokens, position and scale tables
-
-
-@dataclass(frozen=True)
-class MILConfig:
-    """The ``abmil`` config block (see config/README.md)."""
-
-    lr: float = 1e-5
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    epochs: int = 20
-    freeze_epochs: int = 1
-    layer_decay: float = 0.75
-    groups_per_batch: int = 1
-    hidden_dim: int | None = 256
-    attn_dim: int = 128
-    dropout: float = 0.25
-    select: str = "val_loss"
-    seeds: tuple[int, ...] = SEEDS
-    test_fraction: float = TEST_FRACTION
-    val_fraction: float = VAL_FRACTION
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"aggregate.abmil.{key}: {what}, got {getattr(self, key)!r}")
-
-        need(self.lr > 0, "lr", "must be > 0")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
-        need(self.epochs >= 1, "epochs", "must be >= 1")
-        need(self.freeze_epochs >= 0, "freeze_epochs", "must be >= 0 (epochs with the encoder frozen)")
-        need(0 < self.layer_decay <= 1, "layer_decay", "must be in (0, 1]")
-        need(self.groups_per_batch >= 1, "groups_per_batch", "must be >= 1")
-        need(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
-        need(self.select in SELECT, "select", f"must be one of {SELECT}")
-        need(len(self.seeds) >= 1, "seeds", "must name at least one seed")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> MILConfig:
-        """Defaults overridden by ``values``; an unknown key is refused with the allowed ones."""
-        return settings_from_dict(cls, values, "aggregate.abmil")
 
 
 @dataclass

@@ -9,7 +9,8 @@
 from magflow.lazy import lazy_namespace
 
 __all__ = lazy_namespace(__name__, {
-    "encoder": ["Encoder", "ExternalModel", "external_models", "load_encoder", "model_source"],
+    "encoder": ["Encoder", "load_encoder"],
+    "external": ["ExternalModel", "external_models", "model_source"],
     "labels": ["read_label_mask", "read_tile_label_csv", "tile_labels"],
     "output": ["Embeddings", "read_embeddings", "write_embeddings"],
     "protocol": ["PROFILE_MPPS", "min_source_px", "plan_views", "read_anchors"],

@@ -23,7 +23,7 @@ from timm.models import load_checkpoint
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from magflow.embed.external import ExternalModel, external_models, model_source
+from magflow.embed.external import ExternalModel
 from magflow.errors import ConfigError
 from magflow.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from magflow.pretrain.backbone import Backbone, build_backbone

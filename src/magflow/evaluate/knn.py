@@ -13,7 +13,7 @@ embeddings such ties do not occur in practice.
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from sklearn.neighbors import KNeighborsClassifier
 
 from magflow.evaluate.classification import ClassificationScores, classification_scores

@@ -153,12 +153,25 @@ def _card_value(embeddings: str | None, key: str) -> Any:
     return card.get(key) if card else None
 
 
+def _slide_level(tsv: str | os.PathLike[str] | None) -> list[str]:
+    if not tsv:
+        return []
+    note = ("<p>AB-MIL on the slide label over region embeddings (mixing encoders pretrained with MEM/CMEM, a "
+            "random mixer) and over tile embeddings of one or all magnifications: AUROC on held-out slides, mean "
+            "± std over seeds. Per-seed records and reasons: <code>results/abmil/</code>, "
+            "<code>results/report/abmil_auroc.html</code>.</p>")
+    return ["<h2 id='slide-level'>Slide level: region aggregation</h2>", note,
+            table(read_tsv(tsv), "AUROC (rows: methods and settings; columns: tasks)")]
+
+
 def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: str | os.PathLike[str], *,
                 eval_root: str | os.PathLike[str] = "results/eval", figure_root: str | os.PathLike[str] = "results/report",
                 config: Mapping[str, Any] | None = None, manifests: Sequence[str | os.PathLike[str]] = (),
-                slide_table: str | os.PathLike[str] | None = None) -> Path:
+                slide_table: str | os.PathLike[str] | None = None,
+                slide_level: str | os.PathLike[str] | None = None) -> Path:
     """Write the self-contained index page of ``models`` (in that order): records from ``{eval_root}/{model}``,
-    figures from ``{figure_root}/{model}``, mpp sources from the tile ``manifests`` and the ``slide_table``."""
+    figures from ``{figure_root}/{model}``, mpp sources from the tile ``manifests`` and the ``slide_table``;
+    ``slide_level`` is the AB-MIL AUROC table (TSV) of region aggregation, when it ran."""
     records = {m: read_records(Path(eval_root) / m) for m in models}
     empty = [m for m, r in records.items() if not r]
     if empty:
@@ -167,10 +180,12 @@ def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: 
     intro = (f"<p>{len(models)} model(s). Every number comes from a record in <code>results/eval/&lt;model&gt;/"
              "</code> (JSON with its seeds, constants and provenance); a metric that could not be computed says "
              "why under <i>Metric status</i>.</p><nav><a href='#comparison'>Comparison</a><a href='#models'>Models "
-             "side by side</a><a href='#provenance'>Provenance</a></nav>")
+             "side by side</a>" + ("<a href='#slide-level'>Slide level</a>" if slide_level else "")
+             + "<a href='#provenance'>Provenance</a></nav>")
     body = [intro, "<h2 id='comparison'>Comparison</h2>", embed_png(comparison, "RankMe profiles"),
             table(summary_rows(records), "Summary over mpps"), "<h2 id='models'>Models side by side</h2>",
-            side_by_side(models, records, figures), provenance_block(models, records, config, manifests, slide_table)]
+            side_by_side(models, records, figures), *_slide_level(slide_level),
+            provenance_block(models, records, config, manifests, slide_table)]
     title = "magflow - evaluation report"
     document = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
                 f"</head><body><h1>{title}</h1>{''.join(body)}</body></html>")

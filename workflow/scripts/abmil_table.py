@@ -1,0 +1,5 @@
+from magflow.aggregate.abmil_step import write_table
+from magflow.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+write_table(snakemake.input.records, snakemake.output.tsv, snakemake.output.html)
