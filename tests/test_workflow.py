@@ -38,6 +38,8 @@ def make_project(root: Path, rows: list[str], **config_overrides) -> Path:
     config["pretrain"]["train"].update(iterations=4, warmup_iters=1, checkpoint_every=2, log_every=2,
                                        teacher_temp_warmup_iters=2, freeze_last_layer_iters=1)
     config.update(config_overrides)
+    if config["aggregate"]["tileset"] not in config["tilesets"]:
+        config["aggregate"]["encoder"] = None  # a project without the region tile set runs no aggregation
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     header = "slide_id\tpath\tmpp\tsplit\tgroup\tlabel\n"
     (root / "config" / "slides.tsv").write_text(header + "".join(r + "\n" for r in rows))
