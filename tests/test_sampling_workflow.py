@@ -15,6 +15,7 @@ def _dry_run(tmp_path, tsv):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["samplers"]["sweep"] = "samplers.tsv"
     config["samplers"]["grid_step"] = 0.01
+    config["aggregate"]["encoder"] = None  # no region aggregation in this sampler-only project
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "config" / "slides.tsv").write_text(
         "slide_id\tpath\tsplit\nphantom_a\tresults/phantom/phantom_a.tiff\ttrain\n")

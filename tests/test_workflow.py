@@ -121,7 +121,7 @@ def test_rerun_without_the_bad_slide_completes_with_summary_and_report(finished_
         assert h5.attrs["t"] == 1 and int(h5.attrs["n_tokens"]) == 1 + 4 + 16  # s(1, 3)
         assert len(h5["regions"]["grid"]) >= 1
     mixer = root / "results" / "mixers" / model.name / "objective~cmem_mask_ratio~0.5_context~1"
-    assert json.loads((mixer / "model_card.json").read_text())["iterations"] == 4
+    assert json.loads((mixer / "model_card.json").read_text())["training"]["iterations"] == 4
     auroc = (root / "results" / "report" / "abmil_auroc.tsv").read_text()
     for row in ("CMEM r=0.5 c=1 (cls)", "random mixer (cls)", "ABMIL 5× (2 mpp)", "ABMIL 20× (0.5 mpp)", "ABMIL all×"):
         assert row in auroc and row in index, row
@@ -160,6 +160,11 @@ def test_config_errors_stop_before_any_job(tmp_path):
     result = run(["-s", str(REPO / "Snakefile"), "-n", "--config", "tissue={'mpp': 'x'}"], root)
     assert result.returncode != 0
     assert "'tissue.mpp': 'x' is not of type 'number'" in result.stdout + result.stderr
+    (root / "config" / "mixer_runs.tsv").unlink()
+    result = run(["-s", str(REPO / "Snakefile"), "-n"], root)
+    assert result.returncode != 0 and "aggregate.runs: config/mixer_runs.tsv does not exist" in result.stdout + result.stderr
+    result = run(["-s", str(REPO / "Snakefile"), "-n", "--config", "aggregate={'encoder': 'no_such_run'}"], root)
+    assert result.returncode != 0 and "aggregate.encoder: 'no_such_run'" in result.stdout + result.stderr
     assert not (root / "results").exists()
 
 

@@ -268,6 +268,9 @@ if AGG_ENCODER is not None:
     if config["tilesets"][AGGREGATE["tileset"]].get("max_tiles_per_scale") is not None:
         raise ConfigError(f"tilesets.{AGGREGATE['tileset']}.max_tiles_per_scale: the region tile set must keep every "
                           "tissue tile (null), or regions miss tiles; use another tile set for aggregate.tileset")
+    if not os.path.isfile(AGGREGATE["runs"]):
+        raise ConfigError(f"aggregate.runs: {AGGREGATE['runs']} does not exist; write the mixer sweep there (columns "
+                          "objective, mask_ratio, context), point aggregate.runs at it, or set aggregate.encoder: null")
     _mixer_runs = pd.read_csv(AGGREGATE["runs"], sep="\t", comment="#")
     MIXER_SPACE = Paramspace(_mixer_runs[list(MIXER_COLUMNS)], filename_params="*", single_wildcard="mixer")
     MIXER_RUNS = check_mixer_runs(dict(zip(MIXER_SPACE.instance_patterns, _mixer_runs.to_dict("records"))),
