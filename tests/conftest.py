@@ -18,3 +18,14 @@ def real_slide() -> Path:
     if not Path(path).is_file():
         pytest.fail(f"MAGFLOW_TEST_SLIDE is set but {path} does not exist")
     return Path(path).resolve()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on one intra-op thread: several threads only contend (many times slower on a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

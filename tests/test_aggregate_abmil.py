@@ -24,13 +24,7 @@ from magflow.errors import ConfigError
 D = 8  # tile embedding dim of the synthetic slides
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: several intra-op threads only contend (many times slower on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_bag(rng: np.random.Generator, regions: int = 3, tokens: int = 6, shift: int = 0) -> RegionBag:

@@ -109,8 +109,7 @@ def test_mem_encoder_never_sees_masked_tokens():
     torch.testing.assert_close(first.per_scale.sum(), first.loss.detach())
 
 
-def test_a_tiny_mem_run_learns(tmp_path):
-    torch.set_num_threads(1)
+def test_a_tiny_mem_run_learns(tmp_path, one_torch_thread):
     files = [tmp_path / f"r{i}.h5" for i in range(2)]
     for i, path in enumerate(files):
         write_synthetic_regions(path, f"s{i}", seed=i, dim=16)

@@ -48,8 +48,7 @@ def test_weight_decay_skips_norms_biases_positions_and_tokens():
     assert "mem.encoder.blocks.0.attn.qkv.weight" in {names[id(p)] for p in decay["params"]}
 
 
-def test_resume_equals_an_uninterrupted_run(region_files, tmp_path):
-    torch.set_num_threads(1)
+def test_resume_equals_an_uninterrupted_run(region_files, tmp_path, one_torch_thread):
     config = MixerTrainConfig.from_dict(TINY)
     whole = train_mixer(config, region_files, tmp_path / "whole", progress=False, device="cpu")
     part = train_mixer(config, region_files, tmp_path / "split", progress=False, device="cpu", stop_at=3)

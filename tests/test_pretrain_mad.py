@@ -29,12 +29,7 @@ TINY_MAD = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +40,8 @@ def store(tmp_path_factory):
 @pytest.fixture
 def no_augmentation(monkeypatch):
     """MAD's own augmentations become plain normalisation, so views can be compared with the stored pixels."""
-    monkeypatch.setattr(mad_views, "_global_augment", lambda views, generator, blur, solarize: augment.normalize(views))
-    monkeypatch.setattr(mad_views, "_photometric", lambda views, generator: augment.normalize(views))
+    monkeypatch.setattr(mad_views, "augment_views",
+                        lambda views, generator, blur, solarize, dihedral=True: augment.normalize(views))
 
 
 def pixels(normalised: torch.Tensor) -> np.ndarray:

@@ -18,12 +18,7 @@ from magflow.sampling import SamplerConfig, build_sampler, write_sampler
 from pretrain_fixtures import TINY, write_store
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on two shared cores spend their time waiting for each other
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

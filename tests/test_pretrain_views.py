@@ -16,12 +16,7 @@ from pretrain_fixtures import SCALES, write_store
 GLOBAL, LOCAL, SOURCE = 64, 32, 128
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from magflow import __version__
+from magflow.embed.external import ExternalModel
 from magflow.errors import ConfigError, MagflowError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -76,13 +77,9 @@ def _sampler(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from magflow.embed import PROFILE_MPPS, ExternalModel, embed_tileset
+    from magflow.embed import PROFILE_MPPS, embed_tileset
 
-    if args.model_dir:
-        model = args.model_dir
-    else:
-        model = ExternalModel(args.name or args.timm_name, args.timm_name, args.weights, args.img_size,
-                              json.loads(args.timm_kwargs))
+    model = _encoder_source(args)
     labels = {}
     for item in args.labels:
         slide_id, sep, path = item.partition("=")
@@ -149,10 +146,8 @@ def _read(args: argparse.Namespace) -> int:
 
 def _regions(args: argparse.Namespace) -> int:
     from magflow.aggregate.region_step import build_slide_regions
-    from magflow.embed import ExternalModel
 
-    model = args.model_dir or ExternalModel(args.name or args.timm_name, args.timm_name, args.weights, args.img_size,
-                                            json.loads(args.timm_kwargs))
+    model = _encoder_source(args)
     counts = build_slide_regions(args.store, args.out, model, name=args.name, t=args.t, scales=args.scales,
                                  batch_size=args.batch_size, device=args.device)
     print(f"{counts['n_regions']} regions of {counts['n_tokens']} tokens ({counts['missing_tokens']} background "
@@ -191,6 +186,25 @@ def _abmil(args: argparse.Namespace) -> int:
     auroc = record["auroc"]
     print(f"{record['method']}: AUROC {auroc['mean']} ± {auroc['std']} over {auroc['n']} seed(s); wrote {args.out}")
     return 0
+
+
+def _add_encoder_arguments(p: argparse.ArgumentParser) -> None:
+    """The frozen encoder of `embed` and `regions`: a run's directory, or a timm model with local weights."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", help="a run's directory: teacher_backbone.safetensors + model_card.json")
+    source.add_argument("--timm-name", help="an external timm architecture; needs --weights (never downloaded)")
+    p.add_argument("--weights", help="the external model's local weights file")
+    p.add_argument("--img-size", type=int, default=224, help="the external model's image size")
+    p.add_argument("--timm-kwargs", default="{}", help='JSON keyword arguments for timm, e.g. \'{"init_values": 1e-5}\'')
+    p.add_argument("--name", help="model name recorded in the file (default: the directory or timm name)")
+
+
+def _encoder_source(args: argparse.Namespace) -> str | ExternalModel:
+    """What `_add_encoder_arguments` parsed: the run directory, or the external model's settings."""
+    if args.model_dir:
+        return args.model_dir
+    return ExternalModel(args.name or args.timm_name, args.timm_name, args.weights, args.img_size,
+                         json.loads(args.timm_kwargs))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,13 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = steps.add_parser("embed", help="embed a tile set's stores at several mpps (a run's teacher or a timm model)")
     p.add_argument("stores", nargs="+", help="the tile stores of one tile set, e.g. results/tiles/eval/*.h5")
     p.add_argument("--out", required=True, help="output HDF5 file, e.g. results/embeddings/MODEL/eval.h5")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model-dir", help="a run's directory: teacher_backbone.safetensors + model_card.json")
-    source.add_argument("--timm-name", help="an external timm architecture; needs --weights (never downloaded)")
-    p.add_argument("--weights", help="the external model's local weights file")
-    p.add_argument("--img-size", type=int, default=224, help="the external model's image size")
-    p.add_argument("--timm-kwargs", default="{}", help='JSON keyword arguments for timm, e.g. \'{"init_values": 1e-5}\'')
-    p.add_argument("--name", help="model name recorded in the file (default: the directory or timm name)")
+    _add_encoder_arguments(p)
     p.add_argument("--mpps", type=float, nargs="+", help="target mpps (default: 0.25 0.375 0.5 0.75 1 1.5 2)")
     p.add_argument("--anchor-mpp", type=float, help="the tiles' scale (default: the tile set's finest)")
     p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token")
@@ -299,13 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = steps.add_parser("regions", help="embed a slide's region tile store and write its region sequences (HDF5)")
     p.add_argument("store", help="the slide's store of the region tile set (every tissue tile, no caps)")
     p.add_argument("--out", required=True, help="output HDF5 file, e.g. results/regions/MODEL/SLIDE.h5")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model-dir", help="a run's directory: teacher_backbone.safetensors + model_card.json")
-    source.add_argument("--timm-name", help="an external timm architecture; needs --weights (never downloaded)")
-    p.add_argument("--weights", help="the external model's local weights file")
-    p.add_argument("--img-size", type=int, default=224, help="the external model's image size")
-    p.add_argument("--timm-kwargs", default="{}", help="JSON keyword arguments for timm")
-    p.add_argument("--name", help="model name recorded in the file")
+    _add_encoder_arguments(p)
     p.add_argument("--t", type=int, default=3, help="region side in coarsest tiles (t=3 over 3 scales: 189 tokens)")
     p.add_argument("--scales", type=float, nargs="+", default=[2.0, 1.0, 0.5], help="token scales (mpp)")
     p.add_argument("--batch-size", type=int, default=64)

@@ -52,15 +52,6 @@ class MixerConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "mixer") -> MixerConfig:
-        """Build from a config mapping; unknown keys are refused by name."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown or "in_dim" not in values:
-            raise ConfigError(f"{where}: needs `in_dim`; unknown keys {unknown}; allowed {sorted(known)}")
-        return cls(**values)
-
 
 @dataclass(frozen=True)
 class MixerTrainConfig:

@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from magflow.errors import ConfigError
-from magflow.pretrain import augment
-from magflow.pretrain.views import ViewConfig, make_views
+from magflow.pretrain.views import ViewConfig, augment_views, make_views
 
 
 @dataclass
@@ -61,23 +60,6 @@ def cells(images: torch.Tensor, cell_px: int, size: int) -> torch.Tensor:
     return x.div_(255)
 
 
-def _global_augment(views: torch.Tensor, generator: torch.Generator, blur: float, solarize: float) -> torch.Tensor:
-    views = augment.dihedral(views, generator)
-    views = augment.color_jitter(views, generator)
-    views = augment.random_grayscale(views, generator)
-    views = augment.gaussian_blur(views, generator, p=blur)
-    if solarize > 0:
-        views = augment.solarize(views, generator, p=solarize)
-    return augment.normalize(views)
-
-
-def _photometric(views: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    views = augment.color_jitter(views, generator)
-    views = augment.random_grayscale(views, generator)
-    views = augment.gaussian_blur(views, generator, p=0.5)
-    return augment.normalize(views)
-
-
 def make_mad_views(batch: dict[str, torch.Tensor], cell_px: int, config: ViewConfig, generator: torch.Generator,
                    device: torch.device | None = None) -> MadViews:
     """The views of one MAD batch (see :class:`magflow.pretrain.mad_data.MadSource`); ``generator`` (CPU)
@@ -90,10 +72,11 @@ def make_mad_views(batch: dict[str, torch.Tensor], cell_px: int, config: ViewCon
     children_mpp = torch.zeros(0, dtype=torch.float64)
     if n_transition:
         context = cells(parents.to(device, non_blocking=True), cell_px, size)
-        first = _global_augment(context, generator, blur=1.0, solarize=0.0)
-        second = _global_augment(context, generator, blur=0.1, solarize=0.2)
+        first = augment_views(context, generator, blur=1.0, solarize=0.0)
+        second = augment_views(context, generator, blur=0.1, solarize=0.2)
         fine = kids.to(device, non_blocking=True).transpose(0, 1).flatten(0, 1)  # view-major: slot j, item i
-        children = _photometric(cells(fine, cell_px, size), generator)
+        children = augment_views(cells(fine, cell_px, size), generator, blur=0.5, solarize=0.0,
+                                 dihedral=False)
         children_mpp = (batch["fine_mpp"] * scale).repeat(n)
     standalone = batch["standalone"]
     locals_, local_mpp = None, torch.zeros(0, dtype=torch.float64)

@@ -73,8 +73,13 @@ def _cut(images: torch.Tensor, source_mpp: torch.Tensor, mpp: torch.Tensor, size
     return crops.div_(255), windows
 
 
-def _photometric(crops: torch.Tensor, generator: torch.Generator, blur: float, solarize: float) -> torch.Tensor:
-    crops = augment.dihedral(crops, generator)
+def augment_views(crops: torch.Tensor, generator: torch.Generator, blur: float, solarize: float,
+                  dihedral: bool = True) -> torch.Tensor:
+    """DINOv2's augmentations of float views in [0, 1], normalised: a random flip/rotation (unless
+    ``dihedral`` is False: photometric only), colour jitter, grayscale, blur with probability ``blur``
+    and solarization with probability ``solarize``."""
+    if dihedral:
+        crops = augment.dihedral(crops, generator)
     crops = augment.color_jitter(crops, generator)
     crops = augment.random_grayscale(crops, generator)
     crops = augment.gaussian_blur(crops, generator, p=blur)
@@ -93,12 +98,12 @@ def make_views(images: torch.Tensor, source_mpp: torch.Tensor, mpp: torch.Tensor
     """
     batch = images.shape[0]
     globals_, global_px = _cut(images, source_mpp, mpp, config.global_size, 2, generator)
-    first = _photometric(globals_[:batch], generator, blur=1.0, solarize=0.0)
-    second = _photometric(globals_[batch:], generator, blur=0.1, solarize=0.2)
+    first = augment_views(globals_[:batch], generator, blur=1.0, solarize=0.0)
+    second = augment_views(globals_[batch:], generator, blur=0.1, solarize=0.2)
     local_crops, local_px = None, torch.zeros(0, dtype=torch.long)
     if config.n_local_crops:
         local_crops, local_px = _cut(images, source_mpp, mpp, config.local_size, config.n_local_crops, generator)
-        local_crops = _photometric(local_crops, generator, blur=0.5, solarize=0.0)
+        local_crops = augment_views(local_crops, generator, blur=0.5, solarize=0.0)
     return Views(global_crops=torch.cat([first, second]), local_crops=local_crops,
                  global_mpp=mpp.repeat(2), local_mpp=mpp.repeat(config.n_local_crops),
                  global_source_px=global_px, local_source_px=local_px)
