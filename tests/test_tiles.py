@@ -114,7 +114,8 @@ def test_store_layout_counts_and_attributes(train_store):
             assert attrs["mpp"] == mpp and attrs["target_mpp"] == mpp and attrs["cell_px"] == 224
             assert attrs["source_px"] == 448 and attrs["interpolation"] == "area"
             assert attrs["available"] == attrs["kept"] == cells
-            assert attrs["read_level"] == min(3, int(np.log2(mpp / 0.25)))
+            # every scale is cut from the finest scale's pixels, not from the coarser stored levels
+            assert attrs["read_level"] == 0 and attrs["scale_factor"] == pytest.approx(mpp / 0.25)
             # coords = level-0 top-left of the cell
             assert (group["coords"][...] == group["grid"][...] * round(224 * mpp / 0.25)).all()
         assert store.attrs["mpp_source"] == "openslide.mpp" and store.attrs["tileset"] == "train"
@@ -160,6 +161,28 @@ def test_blocks_do_not_change_the_result(slide_025, train_store, tmp_path, monke
     with h5py.File(out) as a, h5py.File(train_store) as b:
         for name in b:
             assert np.array_equal(a[name]["images"][...], b[name]["images"][...]), name
+
+
+@pytest.mark.parametrize("block_px", [4096, 1])
+def test_scales_whose_factors_do_not_divide_each_other(slide_025, tmp_path, monkeypatch, block_px):
+    """0.25/0.5/0.75 mpp: factors 1, 2, 3. Blocks start on multiples of 6 and a block without
+    finest tiles is read at the gcd of its factors, so every tile is still its window's exact mean."""
+    monkeypatch.setattr(extract_module, "BLOCK_FINEST_PX", block_px)
+    params = TileSetParams("odd", [0.25, 0.5, 0.75], cell_px=224, source_px=256, min_tissue=0.5,
+                           max_tiles_per_scale=3, seed=1)
+    out = tmp_path / "odd.h5"
+    extract_tiles(slide_025[0], "s", slide_025[1], out, params, progress=False)
+    with TileStore(out) as store, Slide(slide_025[0], fast_decode=False) as slide:
+        assert store.scales == [0.25, 0.5, 0.75]
+        for mpp, k in ((0.25, 1), (0.5, 2), (0.75, 3)):
+            group = store.group(mpp)
+            assert len(group["grid"]) == 3
+            for row in range(3):
+                x, y = group["coords"][row]
+                margin0 = (256 - 224) // 2 * k
+                level0 = slide.read_level(0, x - margin0, y - margin0, 256 * k, 256 * k).astype(float)
+                expected = level0.reshape(256, k, 256, k, 3).mean(axis=(1, 3))
+                assert np.abs(expected - group["images"][row]).max() <= 0.5, (mpp, row)
 
 
 def test_mad_children_and_region_lookup(tmp_path):

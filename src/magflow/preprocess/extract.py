@@ -1,17 +1,20 @@
 """Multi-scale tile extraction: each tissue block is decoded once and every scale is cut from it.
 
 The slide is cut into blocks aligned to the coarsest grid. A block's pixels are read once, at the
-finest scale it needs, over the union of its tiles' source windows; every coarser scale is an exact
-area reduction (a whole factor) of that buffer, and tiles are slices of the per-scale buffers.
+finest servable scale, over the union of its tiles' source windows; every coarser scale is an exact
+area reduction (a whole factor) of that buffer, and tiles are slices of the per-scale buffers. So
+every tile of a scale is made the same way, whatever else its block holds: from the same pyramid
+level (recorded as ``read_level``), never from a coarser level that happens to be stored.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import threading
 import zlib
 from collections import defaultdict
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -66,13 +69,12 @@ class _Scale:
 
 @dataclass(frozen=True)
 class _Job:
-    """One block: read [x0, x1)×[y0, y1) finest-scale pixels at base factor kb, cut the listed tiles."""
+    """One block: read [x0, x1)×[y0, y1) finest-scale pixels, cut the listed tiles."""
 
     x0: int
     y0: int
     x1: int
     y1: int
-    base: int
     tiles: tuple[tuple[int, int, int, int], ...]  # (scale index, store row, src x, src y) in finest px
 
 
@@ -82,7 +84,7 @@ def _cell_rng(seed: int, slide_id: str, target: float) -> np.random.Generator:
 
 def _plan_jobs(scales: list[_Scale], params: TileSetParams) -> list[_Job]:
     """Group every kept tile of every scale into blocks aligned to the coarsest grid."""
-    top = max(s.plan.factor for s in scales)
+    top = math.lcm(*(s.plan.factor for s in scales))  # blocks start where every scale's pixels do
     per_coarse = top * params.cell_px
     block = per_coarse * max(1, round(BLOCK_FINEST_PX / per_coarse))
     margin = (params.source_px - params.cell_px) // 2
@@ -95,13 +97,12 @@ def _plan_jobs(scales: list[_Scale], params: TileSetParams) -> list[_Job]:
     jobs = []
     for key in sorted(grouped):
         tiles = grouped[key]
-        base = min(scales[t[0]].plan.factor for t in tiles)
         spans = [scales[t[0]].plan.factor * params.source_px for t in tiles]
         x0 = min(t[2] for t in tiles) // top * top
         y0 = min(t[3] for t in tiles) // top * top
         x1 = -(-max(t[2] + s for t, s in zip(tiles, spans)) // top) * top
         y1 = -(-max(t[3] + s for t, s in zip(tiles, spans)) // top) * top
-        jobs.append(_Job(x0, y0, x1, y1, base, tuple(tiles)))
+        jobs.append(_Job(x0, y0, x1, y1, tuple(tiles)))
     return jobs
 
 
@@ -128,32 +129,37 @@ def _run_job(job: _Job) -> list[tuple[int, int, np.ndarray]]:
     factors: list[int] = _worker.factors
     source_px: int = _worker.source_px
     to_level0 = finest / slide.mpp  # level-0 pixels per finest-scale pixel
-    base_mpp = finest * job.base
-    width, height = (job.x1 - job.x0) // job.base, (job.y1 - job.y0) // job.base
-    windows = [((sx - job.x0) // job.base, (sy - job.y0) // job.base,
-                (sx - job.x0) // job.base + factors[i] * source_px // job.base,
-                (sy - job.y0) // job.base + factors[i] * source_px // job.base) for i, _, sx, sy in job.tiles]
-    buffer, _ = slide.read_region(job.x0 * to_level0, job.y0 * to_level0, width, height, base_mpp,
-                                  needed=windows)
-    reduced = _reductions(buffer, job.base, sorted({factors[t[0]] for t in job.tiles}))
+    # Each tile's source window in buffer pixels (x0, y0, x1, y1); its corners are multiples of its
+    # factor, because blocks start on multiples of every factor.
+    windows = [(sx - job.x0, sy - job.y0, sx - job.x0 + factors[i] * source_px,
+                sy - job.y0 + factors[i] * source_px) for i, _, sx, sy in job.tiles]
+    buffer, _ = slide.read_region(job.x0 * to_level0, job.y0 * to_level0, job.x1 - job.x0, job.y1 - job.y0,
+                                  finest, needed=windows)
+    by_factor: dict[int, list[int]] = defaultdict(list)
+    for n, (index, _, _, _) in enumerate(job.tiles):
+        by_factor[factors[index]].append(n)
     out = []
-    for index, row, sx, sy in job.tiles:
-        k = factors[index]
-        x, y = (sx - job.x0) // k, (sy - job.y0) // k
-        out.append((index, row, reduced[k][y:y + source_px, x:x + source_px]))
+    for step, members in sorted(by_factor.items()):
+        # Reduce only the bounding box of this scale's windows, straight from the decoded buffer.
+        bx0, by0 = min(windows[n][0] for n in members), min(windows[n][1] for n in members)
+        bx1, by1 = max(windows[n][2] for n in members), max(windows[n][3] for n in members)
+        reduced = box_reduce(buffer[by0:by1, bx0:bx1], step)
+        for n in members:
+            x, y = (windows[n][0] - bx0) // step, (windows[n][1] - by0) // step
+            out.append((job.tiles[n][0], job.tiles[n][1], reduced[y:y + source_px, x:x + source_px]))
     return out
 
 
 def box_reduce(image: np.ndarray, factor: int) -> np.ndarray:
-    """Exact k×k box mean of an H×W×3 uint8 image (each pixel within 0.5 of the true area mean)."""
+    """Exact k×k box mean of an H×W×3 uint8 image (each pixel within 0.5 of the true area mean).
+
+    Every scale is reduced from the decoded pixels themselves, never from a coarser result, so
+    rounding never accumulates.
+    """
+    if factor == 1:
+        return image
     height, width = image.shape[0] // factor, image.shape[1] // factor
     return cv2.resize(image[:height * factor, :width * factor], (width, height), interpolation=cv2.INTER_AREA)
-
-
-def _reductions(buffer: np.ndarray, base: int, factors: list[int]) -> dict[int, np.ndarray]:
-    """The block at every needed factor, each reduced from the decoded buffer itself, never from the
-    previous scale, so rounding never accumulates."""
-    return {k: buffer if k == base else box_reduce(buffer, k // base) for k in factors}
 
 
 def _empty_reason(mask_empty: bool, scales: list[_Scale], skipped: list[SkippedScale]) -> str:
@@ -188,7 +194,7 @@ def _plan_scales_and_cells(slide: Slide, mask: TissueMask, params: TileSetParams
                                         _cell_rng(params.seed, slide.slide_id, plan.target_mpp))
         if params.nested and scales:
             cells = _ancestors(scales[0].grid, plan.factor // scales[0].plan.factor, grid_def)
-        level = slide.plan(plan.achieved_mpp)
+        level = slide.plan(plans[0].achieved_mpp)  # every scale is cut from the finest one's pixels
         scales.append(_Scale(plan, grid_def, cells, fractions[cells[:, 1], cells[:, 0]], available, {
             "target_mpp": plan.target_mpp, "mpp": plan.achieved_mpp, "read_level": level.level,
             "level_mpp": level.level_mpp, "scale_factor": plan.achieved_mpp / level.level_mpp,

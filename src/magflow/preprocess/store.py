@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from magflow.atomic import atomic_path
+from magflow.h5attrs import write_attrs
 from magflow.preprocess import hierarchy
 from magflow.preprocess.tiling import whole_factor
 
@@ -45,13 +46,12 @@ class StoreWriter:
         self._atomic = atomic_path(path)
         tmp = self._atomic.__enter__()
         self._h5 = h5py.File(tmp, "w")
-        for key, value in root_attrs.items():
-            self._h5.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value, default=str)
+        write_attrs(self._h5, {key: value if isinstance(value, (str, int, float)) else json.dumps(value, default=str)
+                               for key, value in root_attrs.items()})
         self.images: list[h5py.Dataset] = []
         for content in scales:
             group = self._h5.create_group(group_name(content.attrs["target_mpp"]))
-            for key, value in content.attrs.items():
-                group.attrs[key] = value
+            write_attrs(group, content.attrs)
             n = len(content.grid)
             group.create_dataset("grid", data=content.grid.astype(np.int64).reshape(n, 2))
             group.create_dataset("coords", data=content.coords.astype(np.int64).reshape(n, 2))

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 
 NEST_TOLERANCE = 1e-6
 
@@ -64,16 +63,22 @@ def nest_factor(coarse: ScaleGrid, fine: ScaleGrid) -> int:
     return whole_factor(coarse.cell_um / fine.cell_um, f"grids at {coarse.mpp:g} and {fine.mpp:g} mpp")
 
 
-def _coverage(cells: int, cell_px: float, pixels: int) -> sparse.csr_matrix:
-    """cells × pixels matrix: how much of each mask pixel [x, x+1) lies in cell [c·w, (c+1)·w)."""
-    per_cell = math.ceil(cell_px) + 1
-    starts = np.arange(cells) * cell_px
-    first = np.floor(starts).astype(np.int64)
-    cols = first[:, None] + np.arange(per_cell)[None, :]
-    overlap = np.minimum(starts[:, None] + cell_px, cols + 1) - np.maximum(starts[:, None], cols)
-    rows = np.repeat(np.arange(cells), per_cell).reshape(cells, per_cell)
-    keep = (overlap > 0) & (cols < pixels)
-    return sparse.csr_matrix((overlap[keep], (rows[keep], cols[keep])), shape=(cells, pixels))
+def _cell_sums(values: np.ndarray, cells: int, cell_px: float, axis: int) -> np.ndarray:
+    """Integral of ``values`` (unit-width pixels along ``axis``) over cells [c·w, (c+1)·w).
+
+    A pixel partly inside a cell counts by its overlap; beyond the array counts as zero. Evaluates
+    the piecewise-linear running sum at the cell edges, so it is linear in the array's size.
+    """
+    pixels = values.shape[axis]
+    shape = list(values.shape)
+    shape[axis] = pixels + 1
+    running = np.zeros(shape, np.float64 if values.dtype.kind == "f" else np.int32)  # exact: < 2³¹ px
+    np.cumsum(values, axis=axis, out=running[1:] if axis == 0 else running[:, 1:])
+    edges = np.minimum(np.arange(cells + 1) * cell_px, pixels)
+    whole = np.minimum(np.floor(edges).astype(np.int64), pixels - 1)
+    frac = (edges - whole).reshape([-1 if a == axis else 1 for a in range(values.ndim)])
+    at_edges = np.take(running, whole, axis=axis) + frac * np.take(values, whole, axis=axis)
+    return np.diff(at_edges, axis=axis)
 
 
 def tissue_fractions(mask: np.ndarray, mask_mpp: float, grid: ScaleGrid) -> np.ndarray:
@@ -83,11 +88,11 @@ def tissue_fractions(mask: np.ndarray, mask_mpp: float, grid: ScaleGrid) -> np.n
     equals the mean of its nested children's.
     """
     cell = grid.cell_um / mask_mpp  # cell width in mask pixels (may be fractional)
-    height, width = mask.shape
-    across = _coverage(grid.cols, cell, width)
-    down = _coverage(grid.rows, cell, height)
-    covered = down @ sparse.csr_matrix(mask.astype(np.float64)) @ across.T
-    return (np.asarray(covered.todense()) / (cell * cell)).astype(np.float32)
+    if mask.size == 0:
+        return np.zeros((grid.rows, grid.cols), np.float32)
+    per_row = _cell_sums(mask.astype(np.uint8), grid.cols, cell, axis=1)  # mask rows × cols
+    covered = _cell_sums(per_row, grid.rows, cell, axis=0)                 # rows × cols
+    return (covered / (cell * cell)).astype(np.float32)
 
 
 def select_cells(fractions: np.ndarray, min_tissue: float, cap: int | None,

@@ -65,11 +65,17 @@ class TiffTileDecoder:
         tile_h, tile_w = page.tilelength, page.tilewidth
         img_h, img_w = page.shape[:2]
         tiles_across = -(-img_w // tile_w)
-        out = np.full((height, width, 3), 255, np.uint8)
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + width, img_w), min(y + height, img_h)
         if x1 <= x0 or y1 <= y0:
-            return out
+            return np.full((height, width, 3), 255, np.uint8)
+        # Only what no decoded tile covers is painted white: the margins outside the image here,
+        # skipped tiles below. Painting the whole buffer first cost as much as copying the tiles.
+        out = np.empty((height, width, 3), np.uint8)
+        out[:y0 - y] = 255
+        out[y1 - y:] = 255
+        out[y0 - y:y1 - y, :x0 - x] = 255
+        out[y0 - y:y1 - y, x1 - x:] = 255
         first_tx, first_ty = x0 // tile_w, y0 // tile_h
         use = np.ones(((y1 - 1) // tile_h - first_ty + 1, (x1 - 1) // tile_w - first_tx + 1), bool)
         if needed is not None:
@@ -80,12 +86,15 @@ class TiffTileDecoder:
                 if ax1 > ax0 and ay1 > ay0:
                     use[ay0 // tile_h - first_ty:(ay1 - 1) // tile_h - first_ty + 1,
                         ax0 // tile_w - first_tx:(ax1 - 1) // tile_w - first_tx + 1] = True
-        for row, col in zip(*np.nonzero(use)):
-            ty, tx = first_ty + int(row), first_tx + int(col)
-            tile = self._tile(level, ty * tiles_across + tx)
+        for (row, col), wanted in np.ndenumerate(use):
+            ty, tx = first_ty + row, first_tx + col
             # intersection of this tile with the request, in image coordinates
             ix0, iy0 = max(x0, tx * tile_w), max(y0, ty * tile_h)
             ix1, iy1 = min(x1, (tx + 1) * tile_w), min(y1, (ty + 1) * tile_h)
+            if not wanted:
+                out[iy0 - y:iy1 - y, ix0 - x:ix1 - x] = 255
+                continue
+            tile = self._tile(level, ty * tiles_across + tx)
             out[iy0 - y:iy1 - y, ix0 - x:ix1 - x] = tile[iy0 - ty * tile_h:iy1 - ty * tile_h,
                                                          ix0 - tx * tile_w:ix1 - tx * tile_w]
         return out
