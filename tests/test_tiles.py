@@ -80,6 +80,25 @@ def test_tissue_fractions_exact_and_consistent_across_scales():
     assert np.allclose(coarse, fine[:2 * r, :2 * c].reshape(r, 2, c, 2).mean(axis=(1, 3)), atol=1e-6)
 
 
+def test_tissue_fractions_with_fractional_cells_match_a_pixel_by_pixel_overlap():
+    """A 0.499 mpp scan: cells are 13.972 mask pixels wide, so edges cut pixels; and the grid may
+    reach past the mask, which counts as background."""
+    rng = np.random.default_rng(4)
+    mask = rng.random((30, 40)) > 0.5  # 320 × 240 µm at 8 mpp
+    grid = make_grid(0.5, 0.499, 224, 0.499, (700, 500))  # 349 × 250 µm: wider than the mask
+    cell = grid.cell_um / 8.0
+    expected = np.zeros((grid.rows, grid.cols))
+    for r in range(grid.rows):
+        for c in range(grid.cols):
+            for y in range(mask.shape[0]):
+                for x in range(mask.shape[1]):
+                    dx = min((c + 1) * cell, x + 1) - max(c * cell, x)
+                    dy = min((r + 1) * cell, y + 1) - max(r * cell, y)
+                    expected[r, c] += mask[y, x] * max(dx, 0) * max(dy, 0)
+    assert grid.cols * cell > mask.shape[1]  # the last column reaches past the mask
+    assert np.allclose(tissue_fractions(mask, 8.0, grid), expected / cell ** 2, atol=1e-6)
+
+
 def test_select_cells_caps_with_a_seed():
     fractions = np.array([[0.9, 0.2, 0.6], [0.5, 0.49, 1.0]], np.float32)
     cells, available = select_cells(fractions, 0.5, None, np.random.default_rng(0))
