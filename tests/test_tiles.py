@@ -182,6 +182,24 @@ def test_blocks_do_not_change_the_result(slide_025, train_store, tmp_path, monke
             assert np.array_equal(a[name]["images"][...], b[name]["images"][...]), name
 
 
+def test_workers_sharing_one_block_give_the_same_pixels(slide_025, train_store, tmp_path, monkeypatch):
+    """The whole slide is one block, so 2 workers split its decode, reductions and copies instead."""
+    banded = []
+    plain = extract_module.box_reduce
+
+    def spy(image, factor, pool=None, threads=1):
+        banded.append(pool is not None and threads == 2)
+        return plain(image, factor, pool, threads)
+
+    monkeypatch.setattr(extract_module, "box_reduce", spy)
+    out = tmp_path / "shared_block.h5"
+    extract_tiles(slide_025[0], "s", slide_025[1], out, TRAIN, progress=False, workers=2)
+    assert banded and all(banded)
+    with h5py.File(out) as a, h5py.File(train_store) as b:
+        for name in b:
+            assert np.array_equal(a[name]["images"][...], b[name]["images"][...]), name
+
+
 @pytest.mark.parametrize("block_px", [4096, 1])
 def test_scales_whose_factors_do_not_divide_each_other(slide_025, tmp_path, monkeypatch, block_px):
     """0.25/0.5/0.75 mpp: factors 1, 2, 3. Blocks start on multiples of 6 and a block without

@@ -110,8 +110,12 @@ def _plan_jobs(scales: list[_Scale], params: TileSetParams) -> list[_Job]:
 _worker = threading.local()
 
 
-def _set_worker(slide: Slide, finest_mpp: float, factors: list[int], source_px: int) -> None:
+def _set_worker(slide: Slide, finest_mpp: float, factors: list[int], source_px: int,
+                inner: ThreadPoolExecutor | None = None, threads: int = 1) -> None:
+    """This thread's slide handle and layout; ``inner`` spreads one block's work over ``threads``."""
     _worker.slide, _worker.finest_mpp, _worker.factors, _worker.source_px = slide, finest_mpp, factors, source_px
+    _worker.inner, _worker.threads = inner, threads
+    slide.decode_on(inner, threads)
 
 
 def _open_worker(path: str, slide_id: str, sheet_mpp: float | None, tolerance: float,
@@ -128,6 +132,8 @@ def _run_job(job: _Job) -> list[tuple[int, int, np.ndarray]]:
     finest: float = _worker.finest_mpp
     factors: list[int] = _worker.factors
     source_px: int = _worker.source_px
+    inner: ThreadPoolExecutor | None = getattr(_worker, "inner", None)
+    threads: int = getattr(_worker, "threads", 1)
     to_level0 = finest / slide.mpp  # level-0 pixels per finest-scale pixel
     # Each tile's source window in buffer pixels (x0, y0, x1, y1); its corners are multiples of its
     # factor, because blocks start on multiples of every factor.
@@ -143,23 +149,39 @@ def _run_job(job: _Job) -> list[tuple[int, int, np.ndarray]]:
         # Reduce only the bounding box of this scale's windows, straight from the decoded buffer.
         bx0, by0 = min(windows[n][0] for n in members), min(windows[n][1] for n in members)
         bx1, by1 = max(windows[n][2] for n in members), max(windows[n][3] for n in members)
-        reduced = box_reduce(buffer[by0:by1, bx0:bx1], step)
+        reduced = box_reduce(buffer[by0:by1, bx0:bx1], step, inner, threads)
         for n in members:
             x, y = (windows[n][0] - bx0) // step, (windows[n][1] - by0) // step
             out.append((job.tiles[n][0], job.tiles[n][1], reduced[y:y + source_px, x:x + source_px]))
+    if inner is not None:  # the per-tile copies for the HDF5 chunks, on the block's threads too
+        copies = list(inner.map(np.ascontiguousarray, [patch for _, _, patch in out]))
+        out = [(index, row, patch) for (index, row, _), patch in zip(out, copies)]
     return out
 
 
-def box_reduce(image: np.ndarray, factor: int) -> np.ndarray:
+def box_reduce(image: np.ndarray, factor: int, pool: ThreadPoolExecutor | None = None,
+               threads: int = 1) -> np.ndarray:
     """Exact k×k box mean of an H×W×3 uint8 image (each pixel within 0.5 of the true area mean).
 
     Every scale is reduced from the decoded pixels themselves, never from a coarser result, so
-    rounding never accumulates.
+    rounding never accumulates. With ``pool``, horizontal bands are reduced on ``threads`` threads;
+    each output pixel depends on its own k×k block only, so the result is the same.
     """
     if factor == 1:
         return image
     height, width = image.shape[0] // factor, image.shape[1] // factor
-    return cv2.resize(image[:height * factor, :width * factor], (width, height), interpolation=cv2.INTER_AREA)
+    if pool is None or threads < 2 or height < 2 * threads:
+        return cv2.resize(image[:height * factor, :width * factor], (width, height), interpolation=cv2.INTER_AREA)
+    out = np.empty((height, width, 3), np.uint8)
+    bounds = np.linspace(0, height, threads + 1).astype(int)
+
+    def band(rows: tuple[int, int]) -> None:
+        top, bottom = rows
+        cv2.resize(image[top * factor:bottom * factor, :width * factor], (width, bottom - top),
+                   dst=out[top:bottom], interpolation=cv2.INTER_AREA)
+
+    list(pool.map(band, zip(bounds[:-1], bounds[1:])))
+    return out
 
 
 def _empty_reason(mask_empty: bool, scales: list[_Scale], skipped: list[SkippedScale]) -> str:
@@ -241,7 +263,7 @@ def extract_tiles(slide_path: str | os.PathLike[str], slide_id: str, mask_path: 
         bar = tqdm(total=sum(len(j.tiles) for j in jobs), desc=f"{slide_id} [{params.name}]", unit="tile",
                    disable=not progress, mininterval=1.0)
         with StoreWriter(out_path, root, contents, params.source_px) as writer:
-            if workers > 1 and len(jobs) > 1:
+            if workers > 1 and len(jobs) >= workers:
                 init = (str(slide_path), slide_id, sheet_mpp, tolerance, *layout)
                 # Threads, not processes: decoding and resampling release the GIL, and tiles need no
                 # pickling back to the single HDF5 writer.
@@ -249,12 +271,18 @@ def extract_tiles(slide_path: str | os.PathLike[str], slide_id: str, mask_path: 
                     for tiles in pool.map(_run_job, jobs, chunksize=1):
                         _write(writer, tiles, bar)
             elif jobs:
-                _set_worker(slide, *layout)
+                # Fewer blocks than workers (a small slide): the workers share each block instead,
+                # decoding its stored tiles, reducing bands and copying tiles side by side.
+                inner = ThreadPoolExecutor(workers) if workers > 1 else None
+                _set_worker(slide, *layout, inner=inner, threads=workers)
                 try:
                     for job in jobs:
                         _write(writer, _run_job(job), bar)
                 finally:
+                    slide.decode_on(None, 1)
                     _worker.__dict__.clear()
+                    if inner is not None:
+                        inner.shutdown()
         bar.close()
     return {"counts": counts, "skipped": [s.target_mpp for s in skipped], "empty_reason": reason}
 

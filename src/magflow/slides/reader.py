@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -103,6 +104,7 @@ class Slide:
         self.tolerance = tolerance
         self._fast_wanted = fast_decode
         self._fast: TiffTileDecoder | None = None
+        self._pool: tuple[Executor, int] | None = None
         self.decoder = "openslide"
         try:
             self._osr = openslide.OpenSlide(str(self.path))
@@ -188,6 +190,11 @@ class Slide:
         self._fast, self.decoder = decoder, "tifffile"
         return True
 
+    def decode_on(self, pool: Executor | None, threads: int) -> None:
+        """Let direct-decoder reads spread their stored tiles over ``threads`` threads of ``pool``
+        (None: decode on the calling thread). Pixels do not change; OpenSlide reads stay serial."""
+        self._pool = (pool, threads) if pool is not None and threads > 1 else None
+
     def _read_error(self, level: int, x0: int, y0: int, width: int, height: int, error: Exception) -> SlideError:
         return SlideError(
             f"Slide '{self.slide_id}' ({self.path}): failed to decode the region at level {level}, "
@@ -213,7 +220,9 @@ class Slide:
             return self._read_openslide(level, x0, y0, width, height)
         ds = self.levels[level].downsample
         try:
-            return self._fast.read(level, round(x0 / ds), round(y0 / ds), int(width), int(height), needed)
+            pool, threads = self._pool or (None, 1)
+            return self._fast.read(level, round(x0 / ds), round(y0 / ds), int(width), int(height), needed,
+                                   pool, threads)
         except Exception as error:  # noqa: BLE001 - any decode failure is a damaged slide
             raise self._read_error(level, x0, y0, width, height, error) from error
 
