@@ -10,6 +10,10 @@
     including the HDF5 write.
 Throughput is in tiles-equivalent per second (the tissue area in 224×224 level-0 tiles, divided by
 the wall time), so b/a is the fraction of bare decode speed that full extraction reaches.
+
+With N workers, (a) splits its tiles over N processes, each opening the slide (so its start-up
+counts), and (b) runs extraction with ``workers=N``: threads over blocks, or, when the slide has
+fewer blocks than workers (CMU-1-Small-Region is one block), threads sharing each block.
 """
 
 from __future__ import annotations
