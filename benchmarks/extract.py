@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import replace
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -29,6 +30,7 @@ import openslide
 
 from magflow.preprocess.extract import TileSetParams, _plan_jobs, _plan_scales_and_cells, extract_tiles
 from magflow.preprocess.mask_store import read_mask
+from magflow.preprocess.store import TileStore
 from magflow.preprocess.tissue import TissueParams
 from magflow.preprocess.tissue_step import make_tissue_mask
 from magflow.slides.reader import Slide
@@ -78,9 +80,20 @@ def bare_loop(path: str, tiles: list[tuple[int, int]], workers: int) -> float:
     return time.perf_counter() - start
 
 
-def extraction(path: str, mask: Path, out: Path, workers: int) -> float:
+def extraction(path: str, mask: Path, out: Path, workers: int, params: TileSetParams = TRAIN) -> float:
     start = time.perf_counter()
-    extract_tiles(path, "bench", mask, out, TRAIN, workers=workers, progress=False)
+    extract_tiles(path, "bench", mask, out, params, workers=workers, progress=False)
+    return time.perf_counter() - start
+
+
+def read_all(store: Path) -> float:
+    """Seconds to read (and decode) every tile of a store once."""
+    start = time.perf_counter()
+    with TileStore(store) as tiles:
+        for mpp in tiles.scales:
+            images = tiles.images(mpp)
+            for row in range(len(images)):
+                images[row]
     return time.perf_counter() - start
 
 
@@ -89,6 +102,8 @@ def main() -> None:
     parser.add_argument("slide")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="best of N for every timing")
+    parser.add_argument("--jpeg-quality", type=int, help="also extract with tiles stored as JPEG of this quality "
+                        "and compare store size, extraction and read time with raw tiles")
     args = parser.parse_args()
     path = str(Path(args.slide).resolve())
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,6 +125,22 @@ def main() -> None:
                   f"(a+) bare loop over decoded area {len(decoded) / a_plus:7.1f} tiles/s ({a_plus * 1000:.0f} ms) | "
                   f"(b) extraction {n / b:7.1f} tiles-eq/s ({b * 1000:.0f} ms)")
             print(f"workers={workers}: ratio b/a = {a / b:.2f}   (b vs a+, same decoded area: {a_plus / b:.2f})")
+            if args.jpeg_quality:
+                jpeg = replace(TRAIN, jpeg_quality=args.jpeg_quality)
+                b_jpeg = min(extraction(path, mask, Path(tmp) / f"jpeg{workers}_{r}.h5", workers, jpeg)
+                             for r in range(args.repeats))
+                print(f"workers={workers}: (b) with JPEG q{args.jpeg_quality} tiles {n / b_jpeg:7.1f} tiles-eq/s "
+                      f"({b_jpeg * 1000:.0f} ms): ratio b/a = {a / b_jpeg:.2f}")
+        if args.jpeg_quality:
+            raw_store, jpeg_store = Path(tmp) / "store1_0.h5", Path(tmp) / f"jpeg{args.workers[0]}_0.h5"
+            with TileStore(raw_store) as store:
+                tiles = sum(len(store.images(m)) for m in store.scales)
+            raw_read = min(read_all(raw_store) for _ in range(args.repeats))
+            jpeg_read = min(read_all(jpeg_store) for _ in range(args.repeats))
+            raw_size, jpeg_size = raw_store.stat().st_size, jpeg_store.stat().st_size
+            print(f"store size: raw {raw_size / tiles / 1e3:.0f} kB/tile, JPEG q{args.jpeg_quality} "
+                  f"{jpeg_size / tiles / 1e3:.0f} kB/tile ({raw_size / jpeg_size:.1f}x smaller); reading a tile: "
+                  f"raw {raw_read / tiles * 1000:.2f} ms, JPEG {jpeg_read / tiles * 1000:.2f} ms (one core)")
 
 
 if __name__ == "__main__":

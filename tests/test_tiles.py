@@ -1,5 +1,7 @@
 """Nested grids, the HDF5 tile store, hierarchy arithmetic and extraction on pixels."""
 
+from dataclasses import replace
+
 import h5py
 import numpy as np
 import pytest
@@ -316,6 +318,57 @@ def test_bad_tileset_parameters_name_the_key(slide_025, tmp_path):
     with pytest.raises(ConfigError, match="tilesets.odd: source_px"):
         extract_tiles(slide_025[0], "s", slide_025[1], tmp_path / "x.h5",
                       TileSetParams("odd", [0.5], 224, 225), progress=False)
+    with pytest.raises(ConfigError, match="tilesets.odd.jpeg_quality: must be an integer from 1 to 100"):
+        extract_tiles(slide_025[0], "s", slide_025[1], tmp_path / "x.h5",
+                      TileSetParams("odd", [0.5], jpeg_quality=0), progress=False)
+    assert not (tmp_path / "x.h5").exists()
+
+
+# -- JPEG-in-HDF5 ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def jpeg_store(slide_025, tmp_path_factory):
+    out = tmp_path_factory.mktemp("jpeg") / "train_q90.h5"
+    extract_tiles(slide_025[0], "s", slide_025[1], out, replace(TRAIN, jpeg_quality=90), progress=False)
+    return out
+
+
+def test_jpeg_store_holds_the_same_tiles_within_jpeg_error_and_is_smaller(jpeg_store, train_store):
+    with TileStore(jpeg_store) as jpeg, TileStore(train_store) as raw:
+        assert jpeg.scales == raw.scales
+        for mpp in raw.scales:
+            group = jpeg.group(mpp)
+            assert "images" not in group and group.attrs["encoding"] == "jpeg" and group.attrs["jpeg_quality"] == 90
+            assert raw.group(mpp).attrs["encoding"] == "raw"
+            assert np.array_equal(group["grid"][...], raw.group(mpp)["grid"][...])
+            decoded, stored = jpeg.images(mpp), raw.images(mpp)
+            assert decoded.shape == stored.shape == (len(group["grid"]), 448, 448, 3)
+            error = np.abs(decoded[:].astype(int) - stored[:])
+            assert 0 < error.mean() < 2.0 and error.max() < 40, mpp
+    assert jpeg_store.stat().st_size < train_store.stat().st_size / 4
+
+
+def test_tile_images_index_like_an_array(jpeg_store, train_store):
+    for path in (jpeg_store, train_store):
+        with TileStore(path) as store:
+            images = store.images(1.0)
+            stack = images[:]
+            assert np.array_equal(images[3], stack[3]) and np.array_equal(images[-1], stack[-1])
+            assert np.array_equal(images[[5, 2]], stack[[5, 2]]) and np.array_equal(images[2:6:2], stack[2:6:2])
+            with pytest.raises(IndexError, match="out of range for 16 tiles in /mpp_1.000"):
+                images[16]
+
+
+def test_jpeg_tiles_through_the_dataset_and_with_workers(jpeg_store, slide_025, tmp_path):
+    dataset = TileDataset([jpeg_store], scales=[2.0])
+    with TileStore(jpeg_store) as store:
+        assert torch.equal(dataset[1]["image"], torch.from_numpy(store.images(2.0)[1]).permute(2, 0, 1))
+    again = tmp_path / "again.h5"  # 2 workers sharing the one block encode the same bytes
+    extract_tiles(slide_025[0], "s", slide_025[1], again, replace(TRAIN, jpeg_quality=90), progress=False,
+                  workers=2)
+    with h5py.File(again) as a, h5py.File(jpeg_store) as b:
+        for name in b:
+            assert all(np.array_equal(x, y) for x, y in zip(a[name]["images_jpeg"], b[name]["images_jpeg"]))
 
 
 # -- the dataset -----------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def _tiles(args: argparse.Namespace) -> int:
 
     slide_id = args.slide_id or Path(args.slide).stem
     params = TileSetParams(args.tileset, args.scales, args.cell_px, args.source_px, args.min_tissue,
-                           args.max_tiles, args.seed)
+                           args.max_tiles, args.seed, args.nested, args.jpeg_quality)
     result = extract_tiles(args.slide, slide_id, args.mask, args.out, params, args.mpp, workers=args.workers)
     for scale, count in result["counts"].items():
         print(f"{slide_id} {scale} mpp (achieved {count['achieved_mpp']:.4g}): "
@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-tissue", type=float, default=0.5)
     p.add_argument("--max-tiles", type=int, help="cap per scale")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nested", action="store_true", help="coarser scales keep exactly the ancestors of the kept finest cells")
+    p.add_argument("--jpeg-quality", type=int, help="store tiles as JPEG of this quality (1-100); default raw pixels")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column")
     p.set_defaults(handler=_tiles)

@@ -75,7 +75,7 @@ def embed_store(store: TileStore, encoder: Encoder, scales: list[float], *, batc
     with torch.inference_mode(), autocast:
         for mpp in order:
             group = store.group(mpp)
-            images, cell_px = group["images"], int(group.attrs["cell_px"])
+            images, cell_px = store.images(mpp), int(group.attrs["cell_px"])
             features = np.zeros((len(images), encoder.feature_dim), np.float32)
             for start in range(0, len(images), batch_size):
                 views = _views(images[start:start + batch_size], cell_px).to(device, non_blocking=True)

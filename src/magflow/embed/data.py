@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from magflow.embed.protocol import ViewPlan, cut_window
+from magflow.preprocess.store import TileImages
 
 CHUNK_CACHE_BYTES = 16 * 2**20  # for compressed stores (read through h5py): a few source patches
 
@@ -75,8 +76,8 @@ class ViewJobs:
 class ViewBatches(Dataset):
     """Item b: (the uint8 B×w×w×3 windows of batch b, their job indices). Files open lazily, once per worker.
 
-    Each source patch a batch needs is read once, as its stored chunk when the store is unfiltered
-    (as ``StoreWriter`` writes it), so the views of one patch share the read.
+    Each source patch a batch needs is read (or decoded) once, through ``TileImages``, so the views of
+    one patch share the read.
     """
 
     def __init__(self, stores: list[str | os.PathLike[str]], groups: list[str], jobs: ViewJobs,
@@ -86,21 +87,17 @@ class ViewBatches(Dataset):
         self.jobs = jobs
         self.batches = batches
         self._files: dict[int, h5py.File] = {}
+        self._images_of: dict[tuple[int, int], TileImages] = {}
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def _images(self, store: int, group: int) -> h5py.Dataset:
-        if store not in self._files:
-            self._files[store] = h5py.File(self.stores[store], "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
-        return self._files[store][self.groups[group]]["images"]
-
-    @staticmethod
-    def _read(images: h5py.Dataset, row: int) -> np.ndarray:
-        if images.chunks == (1, *images.shape[1:]) and images.id.get_create_plist().get_nfilters() == 0:
-            _, raw = images.id.read_direct_chunk((row, 0, 0, 0))
-            return np.frombuffer(raw, np.uint8).reshape(images.shape[1:])
-        return images[row]
+    def _images(self, store: int, group: int) -> TileImages:
+        if (store, group) not in self._images_of:
+            if store not in self._files:
+                self._files[store] = h5py.File(self.stores[store], "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+            self._images_of[(store, group)] = TileImages(self._files[store][self.groups[group]])
+        return self._images_of[(store, group)]
 
     def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         jobs, index = self.jobs, np.asarray(self.batches[b], np.int64)
@@ -110,7 +107,7 @@ class ViewBatches(Dataset):
         for n, i in enumerate(index.tolist()):  # batches are in (store, group, row) order: one read per patch
             job_key = (int(jobs.store[i]), int(jobs.group[i]), int(jobs.row[i]))
             if job_key != key:
-                key, patch = job_key, self._read(self._images(job_key[0], job_key[1]), job_key[2])
+                key, patch = job_key, self._images(job_key[0], job_key[1])[job_key[2]]
             windows[n] = cut_window(patch, np.array([jobs.x[i], jobs.y[i]]), w)
         return torch.from_numpy(windows), torch.from_numpy(index)
 
@@ -118,6 +115,7 @@ class ViewBatches(Dataset):
         for handle in self._files.values():
             handle.close()
         self._files.clear()
+        self._images_of.clear()
 
     def __getstate__(self) -> dict[str, Any]:  # workers open their own handles
-        return {**self.__dict__, "_files": {}}
+        return {**self.__dict__, "_files": {}, "_images_of": {}}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from magflow.preprocess.store import group_name
+from magflow.preprocess.store import TileImages, group_name
 
 
 class TileDataset(Dataset[dict[str, Any]]):
@@ -43,6 +43,7 @@ class TileDataset(Dataset[dict[str, Any]]):
                         self._meta[(file_index, name)] = (float(group.attrs["mpp"]), target, slide)
         self._offsets = np.cumsum([0] + [count for _, _, count in self._entries])
         self._handles: dict[int, h5py.File] = {}
+        self._images: dict[tuple[int, str], TileImages] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -50,7 +51,7 @@ class TileDataset(Dataset[dict[str, Any]]):
 
     def _file(self, index: int) -> h5py.File:
         if self._pid != os.getpid():  # forked into a DataLoader worker: never share parent handles
-            self._handles, self._pid = {}, os.getpid()
+            self._handles, self._images, self._pid = {}, {}, os.getpid()
         if index not in self._handles:
             self._handles[index] = h5py.File(self.paths[index], "r")
         return self._handles[index]
@@ -62,9 +63,11 @@ class TileDataset(Dataset[dict[str, Any]]):
         file_index, name, _ = self._entries[entry]
         row = item - int(self._offsets[entry])
         group = self._file(file_index)[name]
+        if (file_index, name) not in self._images:
+            self._images[(file_index, name)] = TileImages(group)
         mpp, target, slide = self._meta[(file_index, name)]
         return {
-            "image": torch.from_numpy(group["images"][row]).permute(2, 0, 1).contiguous(),
+            "image": torch.from_numpy(self._images[(file_index, name)][row]).permute(2, 0, 1).contiguous(),
             "mpp": mpp,
             "target_mpp": target,
             "slide": slide,
@@ -74,5 +77,5 @@ class TileDataset(Dataset[dict[str, Any]]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_handles"] = {}
+        state["_handles"], state["_images"] = {}, {}
         return state

@@ -15,8 +15,10 @@ import os
 import threading
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import cv2
@@ -28,7 +30,7 @@ from magflow.errors import ConfigError
 from magflow.preprocess.mask_store import read_mask
 from magflow.preprocess.tissue import TissueMask
 from magflow.preprocess.scales import ScalePlan, SkippedScale, plan_scales
-from magflow.preprocess.store import ScaleContent, StoreWriter
+from magflow.preprocess.store import ScaleContent, StoreWriter, encode_jpeg
 from magflow.preprocess.tiling import ScaleGrid, make_grid, select_cells, tissue_fractions
 from magflow.slides.reader import DEFAULT_TOLERANCE, Slide
 
@@ -47,9 +49,13 @@ class TileSetParams:
     max_tiles_per_scale: int | None = None
     seed: int = 0
     nested: bool = False  # keep coarser cells only as ancestors of the kept finest cells (same centres)
+    jpeg_quality: int | None = None  # store each source patch as a JPEG of this quality (4:4:4); None: raw
 
     def check(self) -> None:
         where = f"tilesets.{self.name}"
+        if self.jpeg_quality is not None and not (isinstance(self.jpeg_quality, int) and 1 <= self.jpeg_quality <= 100):
+            raise ConfigError(f"{where}.jpeg_quality: must be an integer from 1 to 100 (90 keeps the mean pixel "
+                              f"error near 1.5 grey levels), or null for raw pixels; got {self.jpeg_quality!r}")
         if self.source_px < self.cell_px or (self.source_px - self.cell_px) % 2:
             raise ConfigError(f"{where}: source_px ({self.source_px}) must be ≥ cell_px ({self.cell_px}) and "
                               "differ from it by an even number, so the context window is centred on whole pixels")
@@ -106,34 +112,40 @@ def _plan_jobs(scales: list[_Scale], params: TileSetParams) -> list[_Job]:
     return jobs
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What every block job needs to know about the tile set on this slide."""
+
+    finest_mpp: float
+    factors: list[int]
+    source_px: int
+    jpeg_quality: int | None
+
+
 # Each worker thread has its own slide handle (the direct tile decoder keeps a per-handle cache).
 _worker = threading.local()
 
 
-def _set_worker(slide: Slide, finest_mpp: float, factors: list[int], source_px: int,
-                inner: ThreadPoolExecutor | None = None, threads: int = 1) -> None:
+def _set_worker(slide: Slide, layout: _Layout, inner: ThreadPoolExecutor | None = None, threads: int = 1) -> None:
     """This thread's slide handle and layout; ``inner`` spreads one block's work over ``threads``."""
-    _worker.slide, _worker.finest_mpp, _worker.factors, _worker.source_px = slide, finest_mpp, factors, source_px
-    _worker.inner, _worker.threads = inner, threads
+    _worker.slide, _worker.layout, _worker.inner, _worker.threads = slide, layout, inner, threads
     slide.decode_on(inner, threads)
 
 
-def _open_worker(path: str, slide_id: str, sheet_mpp: float | None, tolerance: float,
-                 finest_mpp: float, factors: list[int], source_px: int) -> None:
+def _open_worker(path: str, slide_id: str, sheet_mpp: float | None, tolerance: float, layout: _Layout) -> None:
     """Thread-pool initializer: each worker thread opens the slide once."""
     slide = Slide(path, slide_id, sheet_mpp, tolerance)
     slide.enable_fast_decode()
-    _set_worker(slide, finest_mpp, factors, source_px)
+    _set_worker(slide, layout)
 
 
 def _run_job(job: _Job) -> list[tuple[int, int, np.ndarray]]:
     """Decode one block once and cut all its tiles at every scale."""
     slide: Slide = _worker.slide
-    finest: float = _worker.finest_mpp
-    factors: list[int] = _worker.factors
-    source_px: int = _worker.source_px
-    inner: ThreadPoolExecutor | None = getattr(_worker, "inner", None)
-    threads: int = getattr(_worker, "threads", 1)
+    layout: _Layout = _worker.layout
+    finest, factors, source_px = layout.finest_mpp, layout.factors, layout.source_px
+    inner: ThreadPoolExecutor | None = _worker.inner
+    threads: int = _worker.threads
     to_level0 = finest / slide.mpp  # level-0 pixels per finest-scale pixel
     # Each tile's source window in buffer pixels (x0, y0, x1, y1); its corners are multiples of its
     # factor, because blocks start on multiples of every factor.
@@ -153,10 +165,17 @@ def _run_job(job: _Job) -> list[tuple[int, int, np.ndarray]]:
         for n in members:
             x, y = (windows[n][0] - bx0) // step, (windows[n][1] - by0) // step
             out.append((job.tiles[n][0], job.tiles[n][1], reduced[y:y + source_px, x:x + source_px]))
-    if inner is not None:  # the per-tile copies for the HDF5 chunks, on the block's threads too
-        copies = list(inner.map(np.ascontiguousarray, [patch for _, _, patch in out]))
-        out = [(index, row, patch) for (index, row, _), patch in zip(out, copies)]
-    return out
+    encode: Callable[[np.ndarray], np.ndarray]
+    if layout.jpeg_quality is not None:
+        encode = partial(encode_jpeg, quality=layout.jpeg_quality)
+    elif inner is not None:
+        encode = np.ascontiguousarray  # the per-tile copies for the HDF5 chunks
+    else:
+        return out
+    # Encoding (or copying) tiles on the block's threads too.
+    patches = [patch for _, _, patch in out]
+    stored = list(inner.map(encode, patches)) if inner is not None else [encode(p) for p in patches]
+    return [(index, row, patch) for (index, row, _), patch in zip(out, stored)]
 
 
 def box_reduce(image: np.ndarray, factor: int, pool: ThreadPoolExecutor | None = None,
@@ -223,7 +242,8 @@ def _plan_scales_and_cells(slide: Slide, mask: TissueMask, params: TileSetParams
             "interpolation": "area", "cell_px": params.cell_px, "source_px": params.source_px,
             "grid_cols": grid_def.cols, "grid_rows": grid_def.rows, "cell_um": grid_def.cell_um,
             "available": available, "kept": len(cells), "min_tissue": params.min_tissue,
-            "nested": params.nested,
+            "nested": params.nested, "encoding": "raw" if params.jpeg_quality is None else "jpeg",
+            "jpeg_quality": params.jpeg_quality or 0,
         }))
         log.info("%s: %g mpp (achieved %.4g, level %d): %d cells with tissue, %d kept", slide.slide_id,
                  plan.target_mpp, plan.achieved_mpp, level.level, available, len(cells))
@@ -258,13 +278,13 @@ def extract_tiles(slide_path: str | os.PathLike[str], slide_id: str, mask_path: 
             log.warning("%s: empty tile store: %s", slide_id, reason)
         contents = [ScaleContent(s.attrs, s.grid, s.grid_def.coords(s.grid), s.tissue) for s in scales]
         jobs = [] if reason else _plan_jobs(scales, params)
-        layout = (scales[0].plan.achieved_mpp if scales else 1.0, [s.plan.factor for s in scales],
-                  params.source_px)
+        layout = _Layout(scales[0].plan.achieved_mpp if scales else 1.0, [s.plan.factor for s in scales],
+                         params.source_px, params.jpeg_quality)
         bar = tqdm(total=sum(len(j.tiles) for j in jobs), desc=f"{slide_id} [{params.name}]", unit="tile",
                    disable=not progress, mininterval=1.0)
-        with StoreWriter(out_path, root, contents, params.source_px) as writer:
+        with StoreWriter(out_path, root, contents, params.source_px, params.jpeg_quality) as writer:
             if workers > 1 and len(jobs) >= workers:
-                init = (str(slide_path), slide_id, sheet_mpp, tolerance, *layout)
+                init = (str(slide_path), slide_id, sheet_mpp, tolerance, layout)
                 # Threads, not processes: decoding and resampling release the GIL, and tiles need no
                 # pickling back to the single HDF5 writer.
                 with ThreadPoolExecutor(workers, initializer=_open_worker, initargs=init) as pool:
@@ -274,7 +294,7 @@ def extract_tiles(slide_path: str | os.PathLike[str], slide_id: str, mask_path: 
                 # Fewer blocks than workers (a small slide): the workers share each block instead,
                 # decoding its stored tiles, reducing bands and copying tiles side by side.
                 inner = ThreadPoolExecutor(workers) if workers > 1 else None
-                _set_worker(slide, *layout, inner=inner, threads=workers)
+                _set_worker(slide, layout, inner=inner, threads=workers)
                 try:
                     for job in jobs:
                         _write(writer, _run_job(job), bar)

@@ -4,18 +4,25 @@ Each group ``mpp_{target:.3f}`` holds ``images`` (N×S×S×3 uint8, one chunk pe
 (level-0 top-left x, y of the cell, CLAM/TRIDENT style), ``grid`` ((col, row) on that scale's grid)
 and ``tissue`` (fraction). Group attributes give the achieved mpp and how the pixels were made; root
 attributes give the slide's identity and mpp source, the tile set's parameters and provenance.
+
+A tile set with ``jpeg_quality`` stores ``images_jpeg`` instead of ``images``: N variable-length
+uint8 arrays, each one tile's JPEG (4:4:4, no chroma subsampling), with group attributes
+``encoding = "jpeg"`` and ``jpeg_quality``. Read tiles through :class:`TileImages`, which serves
+both encodings as N×S×S×3 uint8.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import h5py
+import imagecodecs
 import numpy as np
 
 from magflow.atomic import atomic_path
@@ -38,11 +45,20 @@ class ScaleContent:
     tissue: np.ndarray  # (N,)
 
 
+def encode_jpeg(patch: np.ndarray, quality: int) -> np.ndarray:
+    """One S×S×3 uint8 tile as a JPEG stream (4:4:4, so colour keeps full resolution), as uint8."""
+    return np.frombuffer(imagecodecs.jpeg8_encode(np.ascontiguousarray(patch), level=quality,
+                                                  subsampling="444"), np.uint8)
+
+
 class StoreWriter:
-    """Create a store under a temporary name; it appears at ``path`` only when closed without error."""
+    """Create a store under a temporary name; it appears at ``path`` only when closed without error.
+
+    With ``jpeg_quality``, :meth:`write` takes each tile already encoded by :func:`encode_jpeg`.
+    """
 
     def __init__(self, path: str | os.PathLike[str], root_attrs: dict[str, Any],
-                 scales: list[ScaleContent], source_px: int) -> None:
+                 scales: list[ScaleContent], source_px: int, jpeg_quality: int | None = None) -> None:
         self._atomic = atomic_path(path)
         tmp = self._atomic.__enter__()
         self._h5 = h5py.File(tmp, "w")
@@ -56,12 +72,21 @@ class StoreWriter:
             group.create_dataset("grid", data=content.grid.astype(np.int64).reshape(n, 2))
             group.create_dataset("coords", data=content.coords.astype(np.int64).reshape(n, 2))
             group.create_dataset("tissue", data=content.tissue.astype(np.float32).reshape(n))
-            shape = (n, source_px, source_px, 3)
-            chunks = (1, source_px, source_px, 3) if n else None
-            self.images.append(group.create_dataset("images", shape=shape, dtype=np.uint8, chunks=chunks))
+            if jpeg_quality is None:
+                shape = (n, source_px, source_px, 3)
+                chunks = (1, source_px, source_px, 3) if n else None
+                self.images.append(group.create_dataset("images", shape=shape, dtype=np.uint8, chunks=chunks))
+            else:
+                images = group.create_dataset("images_jpeg", shape=(n,), dtype=h5py.vlen_dtype(np.uint8))
+                write_attrs(images, {"tile_shape": json.dumps([source_px, source_px, 3])})
+                self.images.append(images)
+        self.jpeg = jpeg_quality is not None
 
     def write(self, scale: int, row: int, patch: np.ndarray) -> None:
-        self.images[scale].id.write_direct_chunk((row, 0, 0, 0), np.ascontiguousarray(patch))
+        if self.jpeg:
+            self.images[scale][row] = patch
+        else:
+            self.images[scale].id.write_direct_chunk((row, 0, 0, 0), np.ascontiguousarray(patch))
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -70,6 +95,52 @@ class StoreWriter:
                  tb: TracebackType | None) -> None:
         self._h5.close()
         self._atomic.__exit__(exc_type, exc, tb)
+
+
+class TileImages:
+    """One scale's source patches as N×S×S×3 uint8, whether stored raw or as JPEG.
+
+    ``images[row]`` is one S×S×3 tile, ``images[a:b]`` or ``images[rows]`` an n×S×S×3 stack.
+    """
+
+    def __init__(self, group: h5py.Group) -> None:
+        self.group = group
+        self.jpeg = group.attrs.get("encoding", "raw") == "jpeg"
+        if self.jpeg:
+            self._data = group["images_jpeg"]
+            tile = tuple(json.loads(self._data.attrs["tile_shape"]))
+            self.shape = (len(self._data), *tile)
+        else:
+            self._data = group["images"]
+            self.shape = self._data.shape
+            plist = self._data.id.get_create_plist()
+            self._direct = self._data.chunks == (1, *self.shape[1:]) and plist.get_nfilters() == 0
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _one(self, row: int) -> np.ndarray:
+        if self.jpeg:
+            return imagecodecs.jpeg8_decode(self._data[row])
+        if self._direct:  # one chunk per tile, unfiltered: its bytes are the tile
+            tile = np.empty(self.shape[1:], np.uint8)
+            self._data.id.read_direct_chunk((row, 0, 0, 0), out=tile.reshape(-1))
+            return tile
+        return self._data[row]
+
+    def __getitem__(self, key: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            row = int(key) + (len(self) if key < 0 else 0)
+            if not 0 <= row < len(self):
+                raise IndexError(f"tile {key} out of range for {len(self)} tiles in {self.group.name}")
+            return self._one(row)
+        rows = range(len(self))[key] if isinstance(key, slice) else [int(r) for r in key]
+        if not self.jpeg and isinstance(key, slice):
+            return self._data[key]
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
+        for n, row in enumerate(rows):
+            out[n] = self._one(row)
+        return out
 
 
 class TileStore:
@@ -88,6 +159,10 @@ class TileStore:
 
     def group(self, target_mpp: float) -> h5py.Group:
         return self.h5[group_name(target_mpp)]
+
+    def images(self, target_mpp: float) -> TileImages:
+        """The scale's source patches, decoded if the store holds JPEG."""
+        return TileImages(self.group(target_mpp))
 
     def __len__(self) -> int:
         return sum(len(g["grid"]) for g in self.h5.values())

@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from magflow.errors import ConfigError
-from magflow.preprocess.store import TileStore, group_name
+from magflow.preprocess.store import TileImages, TileStore, group_name
 from magflow.pretrain.mad_config import KEY, MadConfig
 from magflow.pretrain.seeds import numpy_rng
 
@@ -100,7 +100,7 @@ class MadSource:
         self.transitions = self._transitions()
         self.standalone = {m: self._standalone(m) for m in self.scales}
         self._handles: dict[int, h5py.File] = {}
-        self._datasets: dict[tuple[int, float], h5py.Dataset] = {}
+        self._datasets: dict[tuple[int, float], TileImages] = {}
         self._pid = os.getpid()
 
     def _transitions(self) -> list[Transition]:
@@ -150,13 +150,13 @@ class MadSource:
                                 for t in self.transitions},
                 "standalone_tiles": {f"{m:g}": len(tiles) for m, tiles in self.standalone.items()}}
 
-    def _images(self, store: int, scale: float) -> h5py.Dataset:
+    def _images(self, store: int, scale: float) -> TileImages:
         if self._pid != os.getpid():  # forked into a DataLoader worker: never share parent handles
             self._handles, self._datasets, self._pid = {}, {}, os.getpid()
         if (store, scale) not in self._datasets:
             if store not in self._handles:
                 self._handles[store] = h5py.File(self.paths[store], "r")
-            self._datasets[(store, scale)] = self._handles[store][group_name(scale)]["images"]
+            self._datasets[(store, scale)] = TileImages(self._handles[store][group_name(scale)])
         return self._datasets[(store, scale)]
 
     def _image(self, store: int, scale: float, row: int) -> torch.Tensor:
