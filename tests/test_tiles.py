@@ -359,6 +359,17 @@ def test_tile_images_index_like_an_array(jpeg_store, train_store):
                 images[16]
 
 
+def test_a_damaged_jpeg_tile_names_the_store_and_what_to_do(jpeg_store, tmp_path):
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(jpeg_store.read_bytes())
+    with h5py.File(damaged, "r+") as h5:
+        h5["mpp_2.000"]["images_jpeg"][1] = np.frombuffer(b"not a jpeg", np.uint8)
+    with TileStore(damaged) as store:
+        store.images(2.0)[0]  # the others still read
+        with pytest.raises(ValueError, match=r"damaged.h5: tile 1 of /mpp_2.000 is not a readable JPEG.*extract it again"):
+            store.images(2.0)[1]
+
+
 def test_jpeg_tiles_through_the_dataset_and_with_workers(jpeg_store, slide_025, tmp_path):
     dataset = TileDataset([jpeg_store], scales=[2.0])
     with TileStore(jpeg_store) as store:

@@ -121,7 +121,11 @@ class TileImages:
 
     def _one(self, row: int) -> np.ndarray:
         if self.jpeg:
-            return imagecodecs.jpeg8_decode(self._data[row])
+            try:
+                return imagecodecs.jpeg8_decode(self._data[row])
+            except Exception as error:  # noqa: BLE001 - any codec failure means a damaged store
+                raise ValueError(f"{self.group.file.filename}: tile {row} of {self.group.name} is not a readable "
+                                 f"JPEG ({error}); the store is damaged: delete it and extract it again") from error
         if self._direct:  # one chunk per tile, unfiltered: its bytes are the tile
             tile = np.empty(self.shape[1:], np.uint8)
             self._data.id.read_direct_chunk((row, 0, 0, 0), out=tile.reshape(-1))
