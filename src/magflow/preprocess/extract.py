@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
@@ -122,30 +121,11 @@ class _Layout:
     jpeg_quality: int | None
 
 
-# Each worker thread has its own slide handle (the direct tile decoder keeps a per-handle cache).
-_worker = threading.local()
-
-
-def _set_worker(slide: Slide, layout: _Layout, inner: ThreadPoolExecutor | None = None, threads: int = 1) -> None:
-    """This thread's slide handle and layout; ``inner`` spreads one block's work over ``threads``."""
-    _worker.slide, _worker.layout, _worker.inner, _worker.threads = slide, layout, inner, threads
-    slide.decode_on(inner, threads)
-
-
-def _open_worker(path: str, slide_id: str, sheet_mpp: float | None, tolerance: float, layout: _Layout) -> None:
-    """Thread-pool initializer: each worker thread opens the slide once."""
-    slide = Slide(path, slide_id, sheet_mpp, tolerance)
-    slide.enable_fast_decode()
-    _set_worker(slide, layout)
-
-
-def _run_job(job: _Job) -> list[tuple[int, int, np.ndarray]]:
-    """Decode one block once and cut all its tiles at every scale."""
-    slide: Slide = _worker.slide
-    layout: _Layout = _worker.layout
+def _run_job(job: _Job, slide: Slide, layout: _Layout, inner: ThreadPoolExecutor | None = None,
+             threads: int = 1) -> list[tuple[int, int, np.ndarray]]:
+    """Decode one block once and cut all its tiles at every scale; ``inner`` spreads the block's work
+    over ``threads`` threads (the slide's reads too, if set with ``Slide.decode_on``)."""
     finest, factors, source_px = layout.finest_mpp, layout.factors, layout.source_px
-    inner: ThreadPoolExecutor | None = _worker.inner
-    threads: int = _worker.threads
     to_level0 = finest / slide.mpp  # level-0 pixels per finest-scale pixel
     # Each tile's source window in buffer pixels (x0, y0, x1, y1); its corners are multiples of its
     # factor, because blocks start on multiples of every factor.
@@ -284,23 +264,22 @@ def extract_tiles(slide_path: str | os.PathLike[str], slide_id: str, mask_path: 
                    disable=not progress, mininterval=1.0)
         with StoreWriter(out_path, root, contents, params.source_px, params.jpeg_quality) as writer:
             if workers > 1 and len(jobs) >= workers:
-                init = (str(slide_path), slide_id, sheet_mpp, tolerance, layout)
-                # Threads, not processes: decoding and resampling release the GIL, and tiles need no
-                # pickling back to the single HDF5 writer.
-                with ThreadPoolExecutor(workers, initializer=_open_worker, initargs=init) as pool:
-                    for tiles in pool.map(_run_job, jobs, chunksize=1):
+                # Threads, not processes: decoding and resampling release the GIL, tiles need no
+                # pickling back to the single HDF5 writer, and all threads share the slide handle and
+                # its cache of decoded tiles, so a tile under two blocks' context windows is decoded once.
+                with ThreadPoolExecutor(workers) as pool:
+                    for tiles in pool.map(partial(_run_job, slide=slide, layout=layout), jobs):
                         _write(writer, tiles, bar)
             elif jobs:
                 # Fewer blocks than workers (a small slide): the workers share each block instead,
                 # decoding its stored tiles, reducing bands and copying tiles side by side.
                 inner = ThreadPoolExecutor(workers) if workers > 1 else None
-                _set_worker(slide, layout, inner=inner, threads=workers)
+                slide.decode_on(inner, workers)
                 try:
                     for job in jobs:
-                        _write(writer, _run_job(job), bar)
+                        _write(writer, _run_job(job, slide, layout, inner, workers), bar)
                 finally:
                     slide.decode_on(None, 1)
-                    _worker.__dict__.clear()
                     if inner is not None:
                         inner.shutdown()
         bar.close()
