@@ -1,9 +1,11 @@
 """Slide/group-disjoint, seeded, stratified train/val/test splits."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from magflow.evaluate import SEEDS, seeded_splits, split_slides, split_units
+from magflow.evaluate import SEEDS, distinct_splits, seeded_splits, split_slides, split_units
 
 
 def cohort(n_slides=40, n_groups=20, tiles=8, seed=0):
@@ -60,3 +62,70 @@ def test_too_few_units_is_a_clear_error():
     labels, slides, groups, _ = cohort(n_slides=8, n_groups=3)
     with pytest.raises(ValueError, match="3 slide/group units"):
         split_slides(labels, slides, groups)
+
+
+def distinct_cohort(n_slides=8, n_classes=3, tiles=24, seed=0):
+    """Slides that each have their own label histogram (no two alike), one unit per slide."""
+    rng = np.random.default_rng(seed)
+    slides, labels = [], []
+    for i in range(n_slides):
+        share = rng.dirichlet(np.ones(n_classes) * 2)
+        counts = np.maximum(1, np.round(share * tiles)).astype(int)
+        counts[i % n_classes] += i + 1  # makes every histogram different
+        labels += [c for c in range(n_classes) for _ in range(counts[c])]
+        slides += [f"s{i}"] * counts.sum()
+    return np.array(labels), np.array(slides)
+
+
+def test_seeds_draw_distinct_splits_when_every_slide_is_unique():
+    labels, slides = distinct_cohort()
+    assert len({tuple(np.bincount(labels[slides == s], minlength=3)) for s in set(slides)}) == 8
+    splits = seeded_splits(labels, slides, seeds=range(5))
+    assert len({split.test for split in splits}) >= 4 and distinct_splits(splits) == 5
+    for split in splits:
+        parts = (split.train, split.val, split.test)
+        assert all(part for part in parts) and set().union(*parts) == set(slides)
+        assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1:])
+        assert set(labels[split.rows(slides).train]) == set(labels)  # every class is trained on
+
+
+def test_first_k_seeds_are_a_cross_validation():
+    labels, slides, groups, slide_group = cohort()
+    tests = [split.test for split in seeded_splits(labels, slides, groups)]  # five seeds, five test folds
+    assert all(not (a & b) for i, a in enumerate(tests) for b in tests[i + 1:])
+    assert set().union(*tests) == set(slides)
+
+
+def plan(labels, slides, **settings):
+    """The split plan of an evaluation over these labelled tiles (sheet: first slide test, second val)."""
+    from types import SimpleNamespace
+
+    from magflow.evaluate.data import EvalData
+    from magflow.evaluate.settings import EvalContext, EvalSettings
+    from magflow.evaluate.split_plan import plan_splits
+
+    names = sorted(set(slides))
+    sheet = {s: "test" if i == 0 else "val" if i == 1 else "train" for i, s in enumerate(names)}
+    data = EvalData(Path("emb.h5"), SimpleNamespace(label=np.asarray(labels), slide=np.asarray(slides)))
+    return plan_splits(data, EvalContext(EvalSettings.from_config(settings), sheet)).describe()
+
+
+def test_a_cohort_too_small_for_seeded_splits_says_so():
+    labels, slides = distinct_cohort(n_slides=3)
+    described = plan(labels, slides)
+    assert described["mode"] == "sheet" and described["too_small"] and described["units"] == 3
+    assert described["distinct"] == 1 and "3 slide/group units cannot be split" in described["note"]
+    from magflow.evaluate.outcome import MetricSkipped
+
+    with pytest.raises(MetricSkipped, match="3 slide/group units"):
+        plan(labels, slides, splits="seeded")
+
+
+def test_seeds_beyond_the_distinct_splits_are_recorded():
+    labels, slides = distinct_cohort(n_slides=5)  # one test and one val slide: at most 5 · 4 splits
+    described = plan(labels, slides, seeds=list(range(25)))
+    assert described["mode"] == "seeded" and described["units"] == 5 and described["too_small"]
+    assert described["distinct"] <= 20
+    assert f"only {described['distinct']} distinct splits for 25 seeds" in described["note"]
+    enough = plan(*distinct_cohort(n_slides=8))
+    assert enough["distinct"] == 5 and not enough["too_small"] and enough["note"] == ""

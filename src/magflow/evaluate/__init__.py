@@ -18,5 +18,5 @@ __all__ = lazy_namespace(__name__, {
     "linear_probe": ["C_GRID", "LinearProbe", "fit_linear_probe", "fit_probe_on_split", "linear_probe_scores"],
     "rankme": ["RANKME_EPS", "RANKME_MAX_N", "RankMe", "rankme", "rankme_by_mpp", "rankme_of_singular_values", "shared_rows"],
     "segmentation": ["SegmentationScores", "segmentation_scores", "tile_label_map"],
-    "splits": ["SEEDS", "SlideSplit", "Split", "seeded_splits", "split_slides", "split_units"],
+    "splits": ["SEEDS", "SlideSplit", "Split", "distinct_splits", "seeded_splits", "split_slides", "split_units"],
 })

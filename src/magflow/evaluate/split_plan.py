@@ -4,6 +4,10 @@
   sheet's ``group`` (a patient never spans two splits), stratified by tile label.
 - ``sheet``: the sheet's own ``split`` column, as one split (recorded with seed −1).
 - ``auto``: seeded when the slides allow it, else the sheet's split; the record says which and why.
+
+The record's ``split`` block also says how many of the splits are ``distinct`` among how many slide/group
+``units``: a cohort too small for one split per seed repeats splits, and its note says so (a standard
+deviation over repeated splits understates the spread).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from magflow.evaluate.data import EvalData
 from magflow.evaluate.knn import KNN_K
 from magflow.evaluate.outcome import MetricSkipped
 from magflow.evaluate.settings import EvalContext
-from magflow.evaluate.splits import SlideSplit, Split, split_slides
+from magflow.evaluate.splits import SlideSplit, Split, distinct_splits, split_slides, split_units
 
 SHEET_SEED = -1
 
@@ -26,14 +30,18 @@ SHEET_SEED = -1
 class SplitPlan:
     splits: list[SlideSplit]
     mode: str   # "seeded" or "sheet"
-    note: str   # why this mode, when auto chose it
+    note: str   # why this mode, when auto chose it; and when the cohort is too small for distinct splits
+    units: int = 0  # slide/group units the slides form
 
     @property
     def seeds(self) -> list[int]:
         return [s.seed for s in self.splits]
 
     def describe(self) -> dict[str, object]:
-        return {"mode": self.mode, "note": self.note, "seeds": self.seeds,
+        distinct = distinct_splits(self.splits)
+        return {"mode": self.mode, "note": self.note, "seeds": self.seeds, "units": self.units,
+                "distinct": distinct,  # too small: auto fell back to the sheet's split, or seeds repeat a split
+                "too_small": (self.mode == "sheet" and bool(self.note)) or distinct < len(self.splits),
                 "splits": [{"seed": s.seed, "train": sorted(s.train), "val": sorted(s.val), "test": sorted(s.test)}
                            for s in self.splits]}
 
@@ -50,12 +58,17 @@ def plan_splits(data: EvalData, context: EvalContext) -> SplitPlan:
     settings = context.settings
     labelled = np.flatnonzero(data.labels >= 0)
     slides, labels = data.slides[labelled], data.labels[labelled]
+    groups = np.array([_group(context.groups.get(s), s) for s in slides], dtype=object).astype(str)
+    n_units = len(np.unique(split_units(slides, groups)))
     if settings.splits != "sheet":
-        groups = np.array([_group(context.groups.get(s), s) for s in slides], dtype=object).astype(str)
         try:
             splits = [split_slides(labels, slides, groups, seed, settings.test_fraction, settings.val_fraction)
                       for seed in settings.seeds]
-            return SplitPlan(splits, "seeded", "")
+            distinct = distinct_splits(splits)
+            note = "" if distinct == len(splits) else (
+                f"cohort too small: {n_units} slide/group units give only {distinct} distinct splits for "
+                f"{len(splits)} seeds; repeated splits are not independent (the std understates the spread)")
+            return SplitPlan(splits, "seeded", note, n_units)
         except ValueError as error:
             if settings.splits == "seeded":
                 raise MetricSkipped(f"seeded slide splits are impossible: {error}") from None
@@ -68,7 +81,7 @@ def plan_splits(data: EvalData, context: EvalContext) -> SplitPlan:
     if empty:
         raise MetricSkipped(f"the sheet's split has no slide with labelled tiles in {', '.join(empty)}"
                             + (f" ({note})" if note else ""))
-    return SplitPlan([SlideSplit(parts["train"], parts["val"], parts["test"], SHEET_SEED)], "sheet", note)
+    return SplitPlan([SlideSplit(parts["train"], parts["val"], parts["test"], SHEET_SEED)], "sheet", note, n_units)
 
 
 def _group(group: object, slide: str) -> str:

@@ -2,9 +2,17 @@
 
 Slides that share a group, and groups that share a slide, are first merged into one unit (the
 connected components of the slide–group graph), so the rule holds even for messy sheets. Units are
-then split with scikit-learn's ``StratifiedGroupKFold`` (shuffled, seeded), which keeps each split's
-class mix close to the whole: one fold of 1/round(1/test_fraction) is the test set, and one fold of
-what remains is the validation set. The defaults give 60/20/20 by units.
+then split with scikit-learn's ``StratifiedGroupKFold``, which keeps each fold's class mix close to
+the whole: one fold of round(1/test_fraction) is the test set, and one fold of what remains is the
+validation set. The defaults give 60/20/20 by units.
+
+The seed picks the fold. ``StratifiedGroupKFold`` only shuffles units whose class mixes are equally
+spread, so on a cohort where every slide has its own label histogram its partition is the same for
+every ``random_state``; taking fold 0 of it for every seed would repeat one split. Seed ``s`` therefore
+holds out fold ``s mod k`` of the partition made with ``random_state = s // k`` (k folds): seeds
+0…k−1 are the k folds of one partition (a k-fold cross-validation, disjoint test sets), the next k
+seeds the folds of a reshuffled partition, and so on. A cohort with few units has fewer distinct
+splits than seeds; :func:`distinct_splits` counts them so the record can say so.
 
 A split is kept as sets of slide ids, so one split serves every mpp: compute it once on the tiles of
 all mpps pooled, then take each mpp's rows with :meth:`SlideSplit.rows`.
@@ -85,8 +93,8 @@ def split_slides(labels: ArrayLike, slides: ArrayLike, groups: ArrayLike | None 
         raise ValueError(f"{n_units} slide/group units cannot be split {1 - test_fraction - val_fraction:.0%}/"
                          f"{val_fraction:.0%}/{test_fraction:.0%}; need at least "
                          f"{max(test_folds, val_folds + 1)} (add slides or change the fractions)")
-    rest, test = _first_fold(y, units, np.arange(len(y)), test_folds, seed)
-    train, val = _first_fold(y, units, rest, val_folds, seed)
+    rest, test = _seeded_fold(y, units, np.arange(len(y)), test_folds, seed)
+    train, val = _seeded_fold(y, units, rest, val_folds, seed)
     return SlideSplit(frozenset(s[train]), frozenset(s[val]), frozenset(s[test]), seed)
 
 
@@ -96,11 +104,18 @@ def seeded_splits(labels: ArrayLike, slides: ArrayLike, groups: ArrayLike | None
     return [split_slides(labels, slides, groups, seed, **fractions) for seed in seeds]
 
 
-def _first_fold(y: np.ndarray, units: np.ndarray, rows: np.ndarray, n_splits: int,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept rows, held-out rows): the first fold of a shuffled StratifiedGroupKFold over ``rows``."""
+def distinct_splits(splits: Sequence[SlideSplit]) -> int:
+    """How many of ``splits`` differ in their train/val/test slides."""
+    return len({(s.train, s.val, s.test) for s in splits})
+
+
+def _seeded_fold(y: np.ndarray, units: np.ndarray, rows: np.ndarray, n_splits: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept rows, held-out rows): fold ``seed mod n_splits`` of a StratifiedGroupKFold over ``rows``."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    kept, held = next(folds.split(rows, y[rows], units[rows]))
+    repeat, fold = divmod(seed, n_splits)
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=repeat % 2**32)
+    held_out = [(kept, held) for kept, held in folds.split(rows, y[rows], units[rows]) if len(held)]
+    kept, held = held_out[fold % len(held_out)]
     return rows[kept], rows[held]
