@@ -23,7 +23,7 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from test_workflow import PHANTOM_ROWS, make_project
+from test_workflow import PHANTOM_ROWS, copy_project, make_project
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPTS = REPO / "tests" / "slurm"
@@ -252,9 +252,10 @@ def test_failing_job_fails_the_run_in_bounded_time_and_names_its_log(runs):
 # -- the profile without a cluster ----------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_dry_run_lists_jobs_with_their_resources():
-    result = subprocess.run(SNAKEMAKE + ["--profile", str(PROFILE), "-n"], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+def test_dry_run_lists_jobs_with_their_resources(tmp_path):
+    project = copy_project(tmp_path)  # the default config, planned afresh whatever results/ the checkout holds
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--profile", str(project / "profiles" / "slurm"),
+                             "-n"], cwd=project, capture_output=True, text=True, timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     defaults = yaml.safe_load((PROFILE / "config.yaml").read_text())["default-resources"]
