@@ -90,7 +90,8 @@ def test_dino_loss_global_crops_only_uses_the_two_cross_pairs(crops):
     assert loss.item() == pytest.approx(_expected_dino(student[:2], targets), rel=1e-6)
 
 
-def test_ibot_loss_is_mean_over_masked_images_of_per_image_means():
+def test_ibot_loss_divides_the_per_image_means_by_all_global_crops():
+    """DINOv2's convention: 2 of 4 images masked, so the sum of their two means is divided by 4, not 2."""
     rng = np.random.default_rng(2)
     masks = np.zeros((4, 6), dtype=bool)
     masks[0, [1, 4]] = True           # 2 masked tokens
@@ -98,16 +99,10 @@ def test_ibot_loss_is_mean_over_masked_images_of_per_image_means():
     n_masked = int(masks.sum())
     student = rng.normal(size=(n_masked, 7))
     teacher = np.array([_softmax(row / TEACHER_TEMP) for row in np.tanh(rng.normal(size=(n_masked, 7)))])
-    per_image, row = [], 0
-    for image in range(4):
-        tokens = [token for token in range(6) if masks[image, token]]
-        if not tokens:
-            continue
-        losses = [_cross_entropy(teacher[row + i], student[row + i]) for i in range(len(tokens))]
-        per_image.append(sum(losses) / len(losses))
-        row += len(tokens)
+    ce = [_cross_entropy(teacher[i], student[i]) for i in range(n_masked)]
+    expected = ((ce[0] + ce[1]) / 2 + sum(ce[2:7]) / 5) / 4
     loss = ibot_loss(torch.tensor(student), torch.tensor(teacher), torch.tensor(masks), student_temp=STUDENT_TEMP)
-    assert loss.item() == pytest.approx(sum(per_image) / len(per_image), rel=1e-6)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_ibot_loss_rejects_a_token_count_that_does_not_match_the_masks():
@@ -118,10 +113,12 @@ def test_ibot_loss_rejects_a_token_count_that_does_not_match_the_masks():
 
 
 def _expected_koleo(x: np.ndarray, eps: float = 1e-8) -> float:
+    """DINOv2's KoLeo by brute force: ε is added to each component of the difference and inside the log."""
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     distances = cdist(unit, unit)
     np.fill_diagonal(distances, np.inf)
-    return -float(np.mean(np.log(distances.min(axis=1) + eps)))
+    neighbours = distances.argmin(axis=1)
+    return -float(np.mean(np.log(np.linalg.norm(unit - unit[neighbours] + eps, axis=1) + eps)))
 
 
 def test_koleo_matches_brute_force_nearest_neighbours():
@@ -129,16 +126,18 @@ def test_koleo_matches_brute_force_nearest_neighbours():
     assert koleo_loss(torch.tensor(x, dtype=torch.float32)).item() == pytest.approx(_expected_koleo(x), rel=1e-5)
 
 
-def test_koleo_duplicate_rows_are_at_distance_zero():
+def test_koleo_duplicate_rows_are_eps_apart_as_in_pairwise_distance():
+    """‖x − x + ε‖ = ε·√d for a duplicated row, so its term is −log(ε·√d + ε), not −log ε."""
     x = np.array([[1.0, 2.0, 0.5], [1.0, 2.0, 0.5], [-1.0, 0.0, 3.0], [0.0, -2.0, 1.0]])
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     d_2 = min(np.linalg.norm(unit[2] - unit[j]) for j in (0, 1, 3))
     d_3 = min(np.linalg.norm(unit[3] - unit[j]) for j in (0, 1, 2))
-    expected = -(2 * math.log(1e-8) + math.log(d_2 + 1e-8) + math.log(d_3 + 1e-8)) / 4
+    duplicate = 1e-8 * math.sqrt(3) + 1e-8
+    expected = -(2 * math.log(duplicate) + math.log(d_2 + 1e-8) + math.log(d_3 + 1e-8)) / 4
     features = torch.tensor(x, dtype=torch.float32, requires_grad=True)
     loss = koleo_loss(features)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
-    assert expected == pytest.approx(_expected_koleo(x), rel=1e-12)
+    assert expected == pytest.approx(_expected_koleo(x), rel=1e-9)
     loss.backward()
     assert torch.isfinite(features.grad).all()
 

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from magflow.errors import ConfigError
 from magflow.pretrain import (Center, DINOHead, apply_schedules, build_backbone, build_param_groups, build_schedules,
                               dino_loss, ibot_loss, koleo_loss, mask_global_crops, update_teacher)
+from magflow.pretrain.clipping import clip_grad_norm_per_submodule
 
 DECAY, PATCH_MULT, DEPTH = 0.9, 0.2, 12
 
@@ -82,20 +83,19 @@ def test_local_weights_load_and_resample_position_embeddings(tmp_path):
         build_backbone("vit_tiny_patch16_224", img_size=32, weights_path=tmp_path / "missing.pt")
 
 
-def test_head_prototypes_have_unit_norm_and_a_frozen_magnitude(head):
+def test_head_prototypes_start_at_unit_norm_with_a_trainable_magnitude(head):
     magnitude = head.last_layer.parametrizations.weight.original0
-    assert not magnitude.requires_grad and torch.all(magnitude == 1)
+    assert magnitude.requires_grad and torch.all(magnitude == 1)
     torch.testing.assert_close(head.last_layer.weight.norm(dim=1), torch.ones(32))
     for layer in (head.mlp[0], head.mlp[2], head.mlp[4]):
         assert layer.weight.std().item() == pytest.approx(0.02, rel=0.15) and torch.all(layer.bias == 0)
     logits = head(torch.randn(5, 384))
-    assert logits.shape == (5, 32) and logits.abs().max() <= 1 + 1e-6  # cosines
+    assert logits.shape == (5, 32) and logits.abs().max() <= 1 + 1e-6  # cosines while the magnitude is 1
 
 
 def _expected_multipliers(name: str) -> tuple[float, float]:
     """Layer-wise lr decay and weight-decay multipliers for a ViT-S backbone parameter, from the spec."""
-    no_decay = name.endswith(".bias") or re.search(r"norm\d?\.weight$", name) or name in {
-        "vit.pos_embed", "vit.cls_token", "mask_token"}
+    no_decay = name.endswith(".bias") or re.search(r"norm\d?\.weight$", name)  # the tokens decay, as in DINOv2
     if block := re.match(r"vit\.blocks\.(\d+)\.", name):
         lr = DECAY ** (DEPTH + 1 - (int(block.group(1)) + 1))
     elif name.startswith("vit.patch_embed."):
@@ -117,7 +117,7 @@ def test_layer_wise_lr_multipliers_on_vit_small(vit_small, head):
             seen[name] = (group["lr_multiplier"], group["wd_multiplier"], group["is_last_layer"])
     backbone_names = {name for name, _ in vit_small.named_parameters()}
     head_names = {f"head0.{name}" for name, p in head.named_parameters() if p.requires_grad}
-    assert set(seen) == backbone_names | head_names  # shared head once, frozen magnitude left out
+    assert set(seen) == backbone_names | head_names  # shared head once
     for name in backbone_names:
         lr, wd = _expected_multipliers(name)
         assert seen[name][0] == pytest.approx(lr) and seen[name][1] == wd and not seen[name][2], name
@@ -126,6 +126,8 @@ def test_layer_wise_lr_multipliers_on_vit_small(vit_small, head):
     assert seen["vit.patch_embed.proj.weight"][0] == pytest.approx(0.2 * 0.9 ** 13)
     assert seen["head0.mlp.0.weight"] == (1.0, 1.0, False) and seen["head0.mlp.0.bias"] == (1.0, 0.0, False)
     assert seen["head0.last_layer.parametrizations.weight.original1"] == (1.0, 1.0, True)
+    assert seen["head0.last_layer.parametrizations.weight.original0"] == (1.0, 1.0, True)
+    assert seen["vit.cls_token"][1] == seen["vit.pos_embed"][1] == seen["mask_token"][1] == 1.0
     n_params = sum(len(group["params"]) for group in groups)
     assert n_params == len(seen) and len(groups) < n_params
 
@@ -177,15 +179,17 @@ def test_one_dinov2_step_runs_and_keeps_the_last_layer_frozen():
             + 0.1 * koleo_loss(s_global.cls.reshape(2, batch, -1)))
     dino_center.update(t_cls)
     ibot_center.update(t_patch)
-    last_before = student["head"].last_layer.parametrizations.weight.original1.detach().clone()
+    last_before = [p.detach().clone() for p in student["head"].last_layer.parameters()]
     fc1_before = student["head"].mlp[0].weight.detach().clone()
     optimizer.zero_grad()
     loss.backward()
     assert math.isfinite(loss.item()) and backbone.mask_token.grad.abs().sum() > 0
-    torch.nn.utils.clip_grad_norm_(student.parameters(), 3.0)
+    assert all(p.grad.abs().sum() > 0 for p in student["head"].last_layer.parameters())
+    clip_grad_norm_per_submodule(student, 3.0)
     optimizer.step()
     update_teacher(teacher, student, values["momentum"])
-    torch.testing.assert_close(student["head"].last_layer.parametrizations.weight.original1, last_before)
+    for param, before in zip(student["head"].last_layer.parameters(), last_before, strict=True):
+        torch.testing.assert_close(param, before)  # lr 0: neither moved nor weight-decayed
     assert not torch.equal(student["head"].mlp[0].weight, fc1_before)
     assert dino_center.center.abs().sum() > 0 and ibot_center.center.abs().sum() > 0
 

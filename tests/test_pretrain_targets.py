@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from magflow.pretrain import Center, sinkhorn_knopp
 
@@ -21,6 +22,19 @@ def test_sinkhorn_rows_are_distributions_and_prototypes_near_equally_used():
     np.testing.assert_allclose(converged.sum(dim=1).numpy(), np.ones(12), rtol=1e-5)
     plain = _softmax(logits.numpy() / 0.05)
     assert np.ptp(targets.sum(dim=0).numpy()) < np.ptp(plain.sum(axis=0))  # usage is evened out
+
+
+def test_sinkhorn_does_not_overflow_when_prototype_magnitudes_grow():
+    """Logits up to 4 at temperature 0.04 reach exp(100), beyond float32; the result is DINOv2's, in float64."""
+    logits = 4 * torch.tanh(torch.randn(10, 6, generator=torch.Generator().manual_seed(3)))
+    q = np.exp(logits.double().numpy() / 0.04).T  # DINOv2's unshifted Sinkhorn-Knopp, K×B
+    q /= q.sum()
+    for _ in range(3):
+        q /= q.sum(axis=1, keepdims=True) * 6
+        q /= q.sum(axis=0, keepdims=True) * 10
+    targets = sinkhorn_knopp(logits, 0.04)
+    assert torch.isfinite(targets).all()
+    np.testing.assert_allclose(targets.numpy(), (q * 10).T, rtol=1e-4, atol=1e-7)
 
 
 def test_sinkhorn_global_sample_count_scales_the_column_mass():
@@ -63,3 +77,26 @@ def test_all_reduce_hooks_under_a_one_process_group(tmp_path):
         np.testing.assert_allclose(reduced.center.numpy(), local.center.numpy(), rtol=1e-6)
     finally:
         dist.destroy_process_group()
+
+
+def _sinkhorn_on_rank(rank: int, store: str, out: str, logits: torch.Tensor, splits: list[list[int]]) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        results = [sinkhorn_knopp(logits[split[rank]:split[rank + 1]], 0.04, n_samples=len(logits))
+                   for split in splits]
+        torch.save(results, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sinkhorn_over_two_processes_equals_one_process_on_the_whole_batch(tmp_path):
+    """The per-prototype shift is the global maximum, so uneven or empty shards give the same targets."""
+    logits = 4 * torch.tanh(torch.randn(10, 6, generator=torch.Generator().manual_seed(4)))
+    splits = [[0, 7, 10], [0, 10, 10]]  # 7 + 3 rows, then 10 + 0
+    mp.spawn(_sinkhorn_on_rank, args=(str(tmp_path / "store"), str(tmp_path / "q"), logits, splits), nprocs=2)
+    expected = sinkhorn_knopp(logits, 0.04)
+    shards = [torch.load(tmp_path / f"q.{rank}") for rank in range(2)]
+    for index in range(len(splits)):
+        np.testing.assert_allclose(torch.cat([shards[0][index], shards[1][index]]).numpy(), expected.numpy(),
+                                   rtol=1e-5, atol=1e-8)

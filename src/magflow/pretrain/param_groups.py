@@ -11,7 +11,16 @@ from torch import nn
 from magflow.pretrain.backbone import Backbone
 
 _EMBEDDINGS = ("vit.patch_embed.", "vit.pos_embed", "vit.cls_token", "vit.reg_token", "vit.norm_pre.", "mask_token")
-_NO_DECAY_TOKENS = ("vit.pos_embed", "vit.cls_token", "vit.reg_token", "mask_token")
+
+
+def decays(name: str) -> bool:
+    """DINOv2's weight-decay rule by name: biases, norms and LayerScale gammas are exempt, all else decays.
+
+    The tokens and the position embedding decay. So does the head's prototype magnitude (DINOv2's
+    ``last_layer.weight_g``, here ``last_layer.parametrizations.weight.original0``): its name holds none
+    of the three markers.
+    """
+    return not (name.endswith(".bias") or "norm" in name or "gamma" in name)
 
 
 def backbone_lr_multiplier(name: str, num_blocks: int, layer_decay: float) -> float:
@@ -30,8 +39,8 @@ def build_param_groups(backbone: Backbone, heads: Iterable[nn.Module], layer_dec
     """Param groups for ``torch.optim.AdamW`` carrying ``lr_multiplier``, ``wd_multiplier`` and ``is_last_layer``.
 
     Backbone parameters get layer-wise lr decay (times ``patch_embed_lr_mult`` on the patch embedding);
-    heads get 1. Biases, norms and layer scales (every 1-d parameter), the tokens and the position
-    embedding get no weight decay. Heads' ``last_layer`` parameters are marked for the freeze schedule.
+    heads get 1. Weight decay follows :func:`decays`. Heads' ``last_layer`` parameters (the prototype
+    directions and magnitudes) are marked for the freeze schedule.
     Frozen parameters are left out, and a head passed twice (DINO and iBOT sharing one) counts once.
     """
     named = [(name, param, backbone_lr_multiplier(name, backbone.num_blocks, layer_decay))
@@ -46,8 +55,7 @@ def build_param_groups(backbone: Backbone, heads: Iterable[nn.Module], layer_dec
         seen.add(id(param))
         if name.startswith("vit.patch_embed."):
             lr_multiplier *= patch_embed_lr_mult
-        no_decay = param.ndim <= 1 or name.startswith(_NO_DECAY_TOKENS)
-        key = (lr_multiplier, 0.0 if no_decay else 1.0, ".last_layer." in name)
+        key = (lr_multiplier, 1.0 if decays(name) else 0.0, ".last_layer." in name)
         group = groups.setdefault(key, {"params": [], "param_names": [], "lr_multiplier": key[0],
                                         "wd_multiplier": key[1], "is_last_layer": key[2]})
         group["params"].append(param)

@@ -47,6 +47,17 @@ class Center(nn.Module):
         self.center.mul_(self.momentum).add_(batch_mean, alpha=1 - self.momentum)
 
 
+def _prototype_max(logits: torch.Tensor) -> torch.Tensor:
+    """1×K maximum of each prototype's logits over this batch, and over all processes under DDP."""
+    if logits.shape[0]:
+        top = logits.amax(dim=0, keepdim=True)
+    else:  # a process without rows still joins the all-reduce
+        top = logits.new_full((1, logits.shape[1]), float("-inf"))
+    if _distributed():
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    return top
+
+
 @torch.no_grad()
 def sinkhorn_knopp(teacher_logits: torch.Tensor, temp: float, n_iterations: int = 3,
                    n_samples: int | None = None) -> torch.Tensor:
@@ -55,9 +66,12 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, temp: float, n_iterations: int 
     Q = exp(logits/temp)ᵀ (K×B) is normalised to total 1, then ``n_iterations`` times each prototype row is
     scaled to sum 1/K and each sample column to 1/B. ``n_samples`` is the global batch size B (summed over
     processes); by default this process's rows times the world size. Sums are all-reduced under DDP.
-    The DINO head's logits are cosines (|logit| ≤ 1), so exp(logit/temp) cannot overflow in float32.
+    The head's trainable prototype magnitudes make the logits unbounded, so each prototype's logits are
+    shifted by their maximum over the global batch before exp: the first row normalisation cancels
+    that per-prototype factor exactly, and exp(logit/temp) can no longer overflow.
     """
-    q = torch.exp(teacher_logits.float() / temp).t()
+    logits = teacher_logits.float()
+    q = torch.exp((logits - _prototype_max(logits)) / temp).t()
     n_prototypes = q.shape[0]
     if n_samples is None:
         n_samples = q.shape[1] * (dist.get_world_size() if _distributed() else 1)

@@ -39,6 +39,7 @@ from magflow.errors import MagflowError
 from magflow.pretrain import distributed, seeds
 from magflow.pretrain.backbone import build_backbone
 from magflow.pretrain.checkpoint import CHECKPOINT, check_same_run, load_checkpoint, save_checkpoint
+from magflow.pretrain.clipping import clip_grad_norm_per_submodule
 from magflow.pretrain.dinov2 import DINOv2
 from magflow.pretrain.ema import update_teacher
 from magflow.pretrain.export import architecture, export_teacher
@@ -229,7 +230,7 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), config.clip_grad)
+            clip_grad_norm_per_submodule(student, config.clip_grad)
             optimizer.step()
             update_teacher(teacher, student, schedule["momentum"])
 
