@@ -1,17 +1,25 @@
-"""Training tiles by magnification, multi-crop views at the drawn mpp, and the batched augmentations."""
+"""Training tiles by magnification, multi-crop views at the drawn mpp (exact, or DINOv2's random-resized
+crops), and the batched augmentations."""
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import stats
+from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
 from magflow.errors import ConfigError
 from magflow.pretrain import augment
 from magflow.pretrain.data import IterationBatches, TileSource
+from magflow.pretrain import dinov2_views as dinov2_views_module
+from magflow.pretrain.dinov2_views import Dinov2ViewConfig, make_dinov2_views, random_resized_boxes
+from magflow.pretrain.strategy import SamplingStrategy, config_identity
+from magflow.pretrain.train_config import TrainConfig
 from magflow.pretrain.views import ViewConfig, make_views, view_mpps
 from magflow.sampling import SamplerConfig, build_sampler
-from pretrain_fixtures import SCALES, write_store
+from magflow.sampling.transforms import crop_and_resize_batch
+from pretrain_fixtures import SCALES, TINY, write_store
 
 GLOBAL, LOCAL, SOURCE = 64, 32, 128
 
@@ -113,6 +121,136 @@ def test_a_range_the_stores_cannot_serve_is_refused(source):
     with pytest.raises(ConfigError, match="needs a crop larger"):
         source.check_serves(build_sampler(SamplerConfig("cu", lo=0.25, hi=4.5)).distribution)
     source.check_serves(build_sampler(SamplerConfig("cu", lo=0.25, hi=4.0)).distribution)  # 2·G from 2.0 mpp
+
+
+# -- views: dinov2, DINOv2's random-resized crops of a source patch at the drawn mpp -----------------------
+
+SOURCE_SIZE = 64  # the 128 px stores serve a 64 px source at any mpp in [0.25, 2] (windows of at most 2·64 px)
+DINO = Dinov2ViewConfig(GLOBAL, LOCAL, 3, SOURCE_SIZE)
+
+
+def dinov2_config(**overrides) -> TrainConfig:
+    return TrainConfig.from_dict({**TINY, "views": "dinov2", "source_size": SOURCE_SIZE, **overrides})
+
+
+def dinov2_views(batch, seed, config=DINO):
+    mpp = view_mpps(batch["target_mpp"], batch["source_mpp"], config.source_size, SOURCE)
+    return mpp, make_dinov2_views(batch["images"], batch["source_mpp"], mpp, config,
+                                  torch.Generator().manual_seed(seed))
+
+
+def test_dinov2_crops_cover_their_area_range_and_show_t_times_box_over_n(source, cu):
+    batch = IterationBatches(source, cu.distribution, 6, seed=0, rank=0, iterations=1)[0]
+    mpp, views = dinov2_views(batch, 0)
+    assert views.global_crops.shape == (12, 3, GLOBAL, GLOBAL) and views.local_crops.shape == (18, 3, LOCAL, LOCAL)
+    assert torch.equal(views.global_mpp, mpp.repeat(2)) and torch.equal(views.local_mpp, mpp.repeat(3))
+    windows = torch.round(SOURCE_SIZE * mpp / batch["source_mpp"]).long()  # the source's window of the stored patch
+    assert torch.all(windows >= SOURCE_SIZE) and torch.all(windows <= SOURCE)
+    assert torch.equal(views.global_source_px, windows.repeat(2))
+    assert torch.equal(views.local_source_px, windows.repeat(3))
+    for size, (lo, hi), boxes, area, effective, drawn in (
+            (GLOBAL, (0.35, 1.0), views.global_box, views.global_area, views.global_effective_mpp, views.global_mpp),
+            (LOCAL, (0.05, 0.35), views.local_box, views.local_area, views.local_effective_mpp, views.local_mpp)):
+        top, left, height, width = boxes.T
+        assert torch.all((top >= 0) & (left >= 0) & (top + height <= SOURCE_SIZE) & (left + width <= SOURCE_SIZE))
+        measured = (height * width).double() / SOURCE_SIZE**2
+        slack = (height + width + 0.5).double() / (2 * SOURCE_SIZE**2)  # sides rounded to whole pixels
+        assert torch.equal(area, measured) and torch.all((measured >= lo - slack) & (measured <= hi + slack))
+        aspect = (width.double() / height).log().abs()
+        assert torch.all(aspect <= np.log(4 / 3) + 1 / (torch.minimum(height, width).double() - 1))
+        # t·w/n across and t·h/n down; the record is their geometric mean
+        torch.testing.assert_close(effective, ((drawn * width / size) * (drawn * height / size)).sqrt(),
+                                   rtol=1e-12, atol=0)
+
+
+def test_dinov2_views_are_their_boxes_of_the_source_resized(source, cu, monkeypatch):
+    monkeypatch.setattr(dinov2_views_module, "augment_views", lambda crops, generator, **kwargs: crops)
+    batch = IterationBatches(source, cu.distribution, 3, seed=1, rank=0, iterations=1)[0]
+    mpp, views = dinov2_views(batch, 5)
+    sources = crop_and_resize_batch(batch["images"], batch["source_mpp"], mpp, SOURCE_SIZE, position="random",
+                                    generator=torch.Generator().manual_seed(5), out_dtype=torch.float32, tol=0.0) / 255
+    for size, crops, boxes in ((GLOBAL, views.global_crops, views.global_box),
+                               (LOCAL, views.local_crops, views.local_box)):
+        for k, (top, left, height, width) in enumerate(boxes.tolist()):
+            window = sources[k % 3][None, :, top:top + height, left:left + width]
+            expected = F.interpolate(window, size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)[0]
+            torch.testing.assert_close(crops[k], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("scale", [(0.35, 1.0), (0.05, 0.35)])
+def test_boxes_follow_torchvisions_random_resized_crop(scale):
+    n, side = 3000, 256
+    ours = random_resized_boxes(n, side, scale, torch.Generator().manual_seed(0)).double()
+    torch.manual_seed(0)
+    theirs = torch.tensor([RandomResizedCrop.get_params(torch.empty(3, side, side), list(scale), [3 / 4, 4 / 3])
+                           for _ in range(n)]).double()  # (top, left, height, width)
+    for boxes in (ours, theirs):
+        assert torch.all(boxes[:, :2] >= 0) and torch.all(boxes[:, :2] + boxes[:, 2:] <= side)
+    for measure in (lambda b: b[:, 2] * b[:, 3], lambda b: (b[:, 3] / b[:, 2]).log(),
+                    lambda b: b[:, 0] / (side - b[:, 2] + 1), lambda b: b[:, 1] / (side - b[:, 3] + 1)):
+        assert stats.ks_2samp(measure(ours).numpy(), measure(theirs).numpy()).pvalue > 1e-3
+
+
+def test_dinov2_views_replay_from_their_generator(source, cu):
+    batch = IterationBatches(source, cu.distribution, 4, seed=0, rank=0, iterations=1)[0]
+    (_, a), (_, b), (_, c) = dinov2_views(batch, 1), dinov2_views(batch, 1), dinov2_views(batch, 2)
+    for name in ("global_crops", "local_crops", "global_box", "local_box", "global_effective_mpp"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+        assert not torch.equal(getattr(a, name), getattr(c, name)), name
+
+
+def test_dinov2_a_du_run_draws_its_atoms_while_the_views_spread(source):
+    strategy = SamplingStrategy(dinov2_config(), source.paths, build_sampler(SamplerConfig("du")))
+    batches = strategy.batches(4, seed=0, rank=0, iterations=8)
+    drawn, shown = [], {"mpp/effective_global": [], "mpp/effective_local": []}
+    for iteration in range(8):
+        inputs = strategy.prepare(batches[iteration], iteration, 0, torch.device("cpu"))
+        assert torch.equal(inputs.views.global_mpp, inputs.mpp.repeat(2))
+        drawn.append(inputs.mpp)
+        for tag, values in strategy.view_stats(inputs).items():
+            shown[tag].append(values / inputs.mpp.repeat(len(values) // len(inputs.mpp)))
+    assert sorted(set(torch.cat(drawn).tolist())) == list(SCALES)  # the drawn mpps: exactly the 4 atoms
+    for tag, size, (lo, hi) in (("mpp/effective_global", GLOBAL, (0.35, 1.0)),
+                                ("mpp/effective_local", LOCAL, (0.05, 0.35))):
+        ratio = torch.cat(shown[tag])  # effective / drawn = √(area)·source_size/n
+        assert len(set(ratio.tolist())) > 0.5 * len(ratio) and ratio.std() > 0.05  # a continuous spread
+        bounds = np.sqrt([lo * 0.95, hi * 1.05]) * SOURCE_SIZE / size
+        assert torch.all((ratio >= bounds[0]) & (ratio <= bounds[1])), tag
+
+
+def test_exact_views_record_the_drawn_mpp_as_what_they_show(source, cu):
+    strategy = SamplingStrategy(TrainConfig.from_dict(TINY), source.paths, cu)
+    inputs = strategy.prepare(strategy.batches(4, seed=0, rank=0, iterations=1)[0], 0, 0, torch.device("cpu"))
+    shown = strategy.view_stats(inputs)
+    assert torch.equal(shown["mpp/effective_global"], inputs.mpp.repeat(2))
+    assert torch.equal(shown["mpp/effective_local"], inputs.mpp.repeat(TINY["n_local_crops"]))
+    assert inputs.views.global_box is None and inputs.views.global_area is None
+    assert strategy.card()["views"]["mode"] == "exact"
+    assert not {"views", "source_size", "global_crops_scale"} & set(config_identity(strategy.config))
+
+
+def test_dinov2_a_store_too_small_for_the_source_is_refused_naming_what_to_set(source, cu):
+    with pytest.raises(ConfigError, match=r"pretrain\.train\.source_size = 96 px .* windows of up to 192 px .* "
+                                          r"source_px 128: set pretrain\.train\.source_size <= 64, or extract "
+                                          r"that tile set with source_px >= 192"):
+        SamplingStrategy(dinov2_config(source_size=96), source.paths, cu)
+    # a du run draws its atoms only, each a 96 px window of its own scale
+    SamplingStrategy(dinov2_config(source_size=96), source.paths, build_sampler(SamplerConfig("du")))
+    card = SamplingStrategy(dinov2_config(), source.paths, cu).card()["views"]
+    assert card["mode"] == "dinov2" and card["source_size"] == SOURCE_SIZE
+    assert card["global_crops_scale"] == [0.35, 1.0] and card["local_crops_scale"] == [0.05, 0.35]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"views": "random"}, "train.views"),
+    ({"views": "dinov2", "source_size": 32}, "train.source_size"),
+    ({"views": "dinov2", "local_crops_scale": [0.35, 0.05]}, "train.local_crops_scale"),
+    ({"views": "dinov2", "global_crops_scale": [0.35, 1.5]}, "train.global_crops_scale"),
+])
+def test_view_settings_are_checked_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        TrainConfig.from_dict({**TINY, **overrides})
+    TrainConfig.from_dict({**TINY, "source_size": 32})  # exact views do not use it
 
 
 # -- augmentations, sample by sample against torchvision ----------------------------------------------

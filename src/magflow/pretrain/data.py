@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from magflow.errors import ConfigError, MagflowError
+from magflow.errors import ConfigError, MagflowError, UpsamplingError
 from magflow.pretrain.seeds import numpy_rng
 from magflow.preprocess.dataset import TileDataset
 from magflow.sampling.distributions import MppDistribution
 from magflow.sampling.draw import draw_mpps
-from magflow.sampling.transforms import pick_source_scale
+from magflow.sampling.transforms import crop_size, pick_source_scale
 
 SCALE_TOL = 1e-9  # scales are chosen on nominal mpps: never one coarser than the target
 
@@ -58,19 +58,46 @@ class TileSource:
         """The standard scale that serves ``target_mpp``: the coarsest one not coarser than it."""
         return pick_source_scale(target_mpp, self.scales, tol=SCALE_TOL)
 
-    def check_serves(self, distribution: MppDistribution) -> None:
-        """Refuse, before training, a distribution with targets no stored scale serves without upsampling."""
+    def check_serves(self, distribution: MppDistribution, out_size: int | None = None,
+                     size_key: str | None = None) -> None:
+        """Refuse, before training, a distribution with targets no stored scale serves without upsampling.
+
+        A target's window is ``out_size`` px at the target (default: ``global_size``), cut from the
+        next finer stored scale. With ``size_key`` (the setting that sets ``out_size``), a window larger
+        than the stored patches is refused with the largest window needed and what to set instead.
+        """
+        out_size = self.global_size if out_size is None else out_size
         drawn = distribution.mass > 0
         lo, hi = float(distribution.cell_lo[drawn].min()), float(distribution.cell_hi[drawn].max())
-        # the hardest targets: both ends, and just below each scale (cut from the next finer one)
-        hardest = [lo, hi] + [np.nextafter(s, 0.0) for s in self.scales if lo < s <= hi]
+        # the hardest targets: the ends of every drawn cell, and just below each scale inside one (the largest
+        # target cut from the next finer scale); an atom is its own only target
+        cells_lo, cells_hi = distribution.cell_lo[drawn], distribution.cell_hi[drawn]
+        hardest = sorted({float(t) for t in np.concatenate([cells_lo, cells_hi])}
+                         | {s * (1 - 2 * SCALE_TOL) for s in self.scales if np.any((cells_lo < s) & (s <= cells_hi))})
         for target in hardest:
             try:
-                pick_source_scale(target, self.scales, out_size=self.global_size, source_size=self.source_px,
+                pick_source_scale(target, self.scales, out_size=out_size, source_size=self.source_px,
                                   tol=SCALE_TOL)
             except MagflowError as error:  # a ConfigError (no fit) or an UpsamplingError (too fine)
+                if size_key is not None and not isinstance(error, UpsamplingError):
+                    raise ConfigError(self._too_small(hardest, out_size, size_key, lo, hi)) from None
                 raise ConfigError(f"sampler range [{lo:g}, {hi:g}] mpp cannot be served by the stores: {error}") \
                     from None
+
+    def _window(self, target: float, out_size: int) -> int:
+        """Side in stored px of the window that becomes ``out_size`` px at ``target`` (nominal scales)."""
+        return crop_size(out_size, self.scale_for(target), target, tol=SCALE_TOL)
+
+    def _too_small(self, targets: Sequence[float], out_size: int, size_key: str, lo: float, hi: float) -> str:
+        worst = max(targets, key=lambda t: (t / self.scale_for(t), t))  # the largest window for every size
+        needed = self._window(worst, out_size)
+        fits = next((n for n in range(out_size - 1, 0, -1) if self._window(worst, n) <= self.source_px), 0)
+        below = next((f"just below {s:g}" for s in self.scales if s * (1 - 1e-6) < worst < s), f"{worst:g}")
+        return (f"{size_key} = {out_size} px at the sampler's mpps [{lo:g}, {hi:g}] needs windows of up to {needed} "
+                f"px of the stored patches (a target {below} mpp is cut from the {self.scale_for(worst):g} mpp "
+                f"scale, never upsampled), but the stores' tile set (pretrain.tileset) has source_px {self.source_px}: "
+                + (f"set {size_key} <= {fits}, or " if fits >= self.global_size else "")
+                + f"extract that tile set with source_px >= {needed}")
 
     def __len__(self) -> int:
         return sum(len(d) for d in self.datasets.values())

@@ -13,6 +13,7 @@ from magflow.errors import ConfigError
 PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCALING = ("linear", "sqrt")
 TARGET_STRATEGIES = ("centering", "sinkhorn")  # DINOv2's teacher targets (magflow.pretrain.targets)
+VIEWS = ("exact", "dinov2")  # magflow.pretrain.views, magflow.pretrain.dinov2_views
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class TrainConfig:
     global_size: int = 224
     local_size: int = 96
     n_local_crops: int = 8
+    views: str = "exact"                          # or "dinov2": random-resized crops of a source patch at the drawn mpp
+    source_size: int = 256                        # dinov2 views: px of the source patch cut at the drawn mpp
+    global_crops_scale: tuple[float, float] = (0.35, 1.0)  # dinov2 views: crop-area fractions of the source patch
+    local_crops_scale: tuple[float, float] = (0.05, 0.35)
     # heads and losses
     prototypes: int = 65536
     head_hidden_dim: int = 2048
@@ -83,6 +88,14 @@ class TrainConfig:
         need(self.iterations >= 1, "iterations", "must be >= 1")
         need(self.warmup_iters >= 0, "warmup_iters", "must be >= 0 (a warmup longer than the run is cut to it)")
         need(self.n_local_crops >= 0, "n_local_crops", "must be >= 0")
+        need(self.views in VIEWS, "views", f"must be one of {VIEWS}")
+        if self.views == "dinov2":
+            need(self.source_size >= self.global_size, "source_size",
+                 f"must be >= global_size {self.global_size} (the source patch the crops are cut from)")
+            for key in ("global_crops_scale", "local_crops_scale"):
+                scale = getattr(self, key)
+                need(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, key,
+                     "must be [lo, hi] area fractions with 0 < lo <= hi <= 1")
         need(self.seed >= 0, "seed", "must be >= 0")
         need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
         need(self.log_every >= 1, "log_every", "must be >= 1")

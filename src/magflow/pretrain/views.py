@@ -1,4 +1,6 @@
-"""DINOv2 multi-crop views at a drawn magnification: crop-and-resize on the device, then augmentations.
+"""DINOv2 multi-crop views at a drawn magnification (``views: exact``): crop-and-resize on the device, then
+augmentations. ``views: dinov2`` (DINOv2's random-resized crops of a source patch at the drawn mpp) is
+:mod:`magflow.pretrain.dinov2_views`.
 
 Magnification is drawn once per training item (per image, as DINOv2 with continuous magnification
 sampling does): its two global and all its local crops share the item's mpp t, so the views of an
@@ -46,15 +48,23 @@ class Views:
 
     global_crops: torch.Tensor        # (2·B)×3×G×G, normalised
     local_crops: torch.Tensor | None  # (L·B)×3×l×l, normalised; None without local crops
-    global_mpp: torch.Tensor          # 2·B float64: the mpp of each global crop
+    global_mpp: torch.Tensor          # 2·B float64: the item's drawn mpp (exact views: the mpp of each global crop)
     local_mpp: torch.Tensor           # L·B float64
-    global_source_px: torch.Tensor    # 2·B: side of the source window each global was cut from (≥ G: no upsampling)
+    global_source_px: torch.Tensor    # 2·B: side of the stored window each global (dinov2: its source) was cut from
     local_source_px: torch.Tensor     # L·B
+    global_effective_mpp: torch.Tensor | None = None  # 2·B float64: the mpp the view shows (geometric mean of its axes)
+    local_effective_mpp: torch.Tensor | None = None   # L·B float64
+    global_area: torch.Tensor | None = None  # dinov2 views: 2·B float64 crop-area fraction of the source patch
+    local_area: torch.Tensor | None = None   # L·B float64
+    global_box: torch.Tensor | None = None   # dinov2 views: 2·B×4 long (top, left, height, width) in source px
+    local_box: torch.Tensor | None = None    # L·B×4 long
 
 
 def view_mpps(target_mpp: torch.Tensor, source_mpp: torch.Tensor, global_size: int, source_px: int) -> torch.Tensor:
     """The mpp every view of an item is cut at: the target, kept within what its source patch holds.
 
+    ``global_size`` is the largest window's output size: the global views' (exact views), or the
+    source patch's ``source_size`` (dinov2 views, whose crops are cut from it).
     A target is clamped to [s, S·s/G] for a source at achieved mpp s: with nominal scales this never
     binds, but a store whose achieved mpp is a little off nominal (0.499 for 0.5) could otherwise need
     a 449 px window in a 448 px patch, or a resize up by a fraction of a percent. The clamped value is
@@ -106,4 +116,5 @@ def make_views(images: torch.Tensor, source_mpp: torch.Tensor, mpp: torch.Tensor
         local_crops = augment_views(local_crops, generator, blur=0.5, solarize=0.0)
     return Views(global_crops=torch.cat([first, second]), local_crops=local_crops,
                  global_mpp=mpp.repeat(2), local_mpp=mpp.repeat(config.n_local_crops),
-                 global_source_px=global_px, local_source_px=local_px)
+                 global_source_px=global_px, local_source_px=local_px,
+                 global_effective_mpp=mpp.repeat(2), local_effective_mpp=mpp.repeat(config.n_local_crops))
