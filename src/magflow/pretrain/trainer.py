@@ -96,6 +96,12 @@ def build_model(config: TrainConfig, ibot: bool | None = None) -> DINOv2:
     return DINOv2(backbone, head(), head() if ibot and config.ibot_separate_head else None)
 
 
+def initial_model(config: TrainConfig, ibot: bool | None = None) -> DINOv2:
+    """The student before iteration 0, seeded by ``config.seed``: the same on every process, and the init control."""
+    torch.manual_seed(config.seed)
+    return build_model(config, ibot)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
@@ -160,8 +166,7 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
     global_batch = config.batch_size * process.world_size
     identity = _run_identity(config, process.world_size, strategy)
 
-    torch.manual_seed(config.seed)  # the same initial weights on every process
-    student = build_model(config, strategy.uses_ibot).to(device)
+    student = initial_model(config, strategy.uses_ibot).to(device)
     teacher = copy.deepcopy(student).requires_grad_(False).eval()  # eval: no drop path in the teacher
     centers = torch.nn.ModuleDict({"dino": Center(config.prototypes), "ibot": Center(config.prototypes)}).to(device)
     heads = [student.dino_head] + ([student.ibot_head] if student.ibot_head is not None else [])
