@@ -1,10 +1,11 @@
-"""The view protocol: every view is centred on its tile, at the right physical scale, from the next finer source."""
+"""The view protocol's ``nearest_scale`` path: every view centred on its tile, at the right physical scale, from the
+next finer source (the ``finest`` path: tests/test_embed_resample.py)."""
 
 import numpy as np
 import pytest
 
 from embed_fixtures import blob_field, render, smooth_field, write_analytic_store
-from magflow.embed.protocol import PROFILE_MPPS, min_source_px, plan_views, read_anchors
+from magflow.embed.protocol import NEAREST_SCALE, PROFILE_MPPS, min_source_px, plan_views, read_anchors
 from magflow.embed.run import preview_views
 from magflow.preprocess.store import TileStore
 
@@ -17,10 +18,10 @@ def smooth_store(tmp_path_factory):
     return write_analytic_store(tmp_path_factory.mktemp("smooth") / "s.h5", smooth_field, source_px=72)
 
 
-def plans_of(path, mpps=PROFILE_MPPS, anchor=0.25):
+def plans_of(path, mpps=PROFILE_MPPS, anchor=0.25, resample=NEAREST_SCALE):
     with TileStore(path) as store:
         anchors = read_anchors(store, anchor)
-        return anchors, {t: plan_views(store, anchors, t) for t in mpps}
+        return anchors, {t: plan_views(store, anchors, t, resample) for t in mpps}
 
 
 def expected_view(field, anchors, tile, mpp, shift_um=0.0):

@@ -34,7 +34,8 @@ def embedded(tmp_path_factory, model_dir):
     table.write_text("col,row,label\n0,0,necrosis\n7,7,tumour\n")
     out = root / "embeddings" / "tiny" / "eval.h5"
     summary = embed_tileset([a, b, c], out, model_dir, mean_patch=True, labels={"a": mask, "b": table},
-                            batch_size=50, device="cpu", progress=False, config={"embed": {"tileset": "eval"}})
+                            batch_size=50, device="cpu", progress=False, config={"embed": {"tileset": "eval"}},
+                            resample="nearest_scale")
     return out, summary, (a, b, c)
 
 
@@ -62,6 +63,10 @@ def test_the_file_has_the_documented_layout(embedded):
                                                    "1.5": 1.0, "2": 2.0}
         assert json.loads(attrs["counts"])["0.5"] == {"valid": n - 4, "skipped": 4}
         assert attrs["precision"] == "fp32" and attrs["features"] == "cls+mean_patch" and attrs["feature_dim"] == 64
+        assert attrs["resample"] == "nearest_scale" and "v1" in attrs["protocol"]
+        assert h5["mpp_0.500"].attrs["resample"] == "nearest_scale"
+        assert json.loads(h5["mpp_0.500"].attrs["filter"])["a"].startswith("none")
+        assert json.loads(h5["mpp_0.750"].attrs["filter"])["a"] == attrs["view_filter"]
         assert attrs["complete"] == n - 4
         slides = json.loads(attrs["slides"])
         assert slides["c"]["anchors"] == 0 and "no 0.25 mpp (anchor) scale" in slides["c"]["reason"]
@@ -93,7 +98,7 @@ def test_features_are_the_encoder_applied_to_the_planned_views(embedded, model_d
     encoder = load_encoder(model_dir, mean_patch=True)
     with TileStore(a) as store:
         anchors = read_anchors(store, 0.25)
-        plans = {t: plan_views(store, anchors, t) for t in (1.0, 0.75)}
+        plans = {t: plan_views(store, anchors, t, "nearest_scale") for t in (1.0, 0.75)}
     for t, plan in plans.items():
         tiles, views = preview_views(a, plan)
         with torch.no_grad():
@@ -130,7 +135,7 @@ def test_a_store_from_real_extraction_embeds_at_every_mpp(tmp_path, model_dir):
     store = tmp_path / "eval" / "s.h5"
     extract_tiles(slide, "s", mask, store, params, progress=False)
     out = tmp_path / "out.h5"
-    summary = embed_tileset([store], out, model_dir, workers=1, batch_size=64, progress=False)
+    summary = embed_tileset([store], out, model_dir, workers=1, batch_size=64, progress=False, resample="nearest_scale")
     emb = read_embeddings(out)
     assert summary["tiles"] == 16 * 16 and summary["complete"] == 256 and summary["views"] == 7 * 256
     assert emb.attrs["anchor_mpp"] == 0.25 and (emb.label == -1).all() and emb.class_names == []
@@ -141,7 +146,8 @@ def test_a_store_from_real_extraction_embeds_at_every_mpp(tmp_path, model_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_embeds_in_bf16_close_to_float32(embedded, model_dir, tmp_path):
     out, _, stores = embedded
-    summary = embed_tileset(stores, tmp_path / "gpu.h5", model_dir, mean_patch=True, batch_size=50, progress=False)
+    summary = embed_tileset(stores, tmp_path / "gpu.h5", model_dir, mean_patch=True, batch_size=50, progress=False,
+                            resample="nearest_scale")
     cpu, gpu = read_embeddings(out), read_embeddings(tmp_path / "gpu.h5")
     assert summary["precision"] == "bf16-autocast" and gpu.attrs["device"].startswith("cuda")
     for t in cpu.mpps:

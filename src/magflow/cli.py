@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from magflow import __version__
+from magflow.embed.control import InitControl
 from magflow.embed.external import ExternalModel
 from magflow.errors import ConfigError, MagflowError
 
@@ -80,6 +81,10 @@ def _embed(args: argparse.Namespace) -> int:
     from magflow.embed import PROFILE_MPPS, embed_tileset
 
     model = _encoder_source(args)
+    if args.init_control:
+        if not args.model_dir:
+            raise ConfigError("--init-control embeds a run's initialisation: give the run with --model-dir")
+        model = InitControl(args.model_dir)
     labels = {}
     for item in args.labels:
         slide_id, sep, path = item.partition("=")
@@ -87,9 +92,9 @@ def _embed(args: argparse.Namespace) -> int:
             raise ConfigError(f"--labels takes SLIDE_ID=PATH, got '{item}'")
         labels[slide_id] = path
     summary = embed_tileset(args.stores, args.out, model, name=args.name, mpps=args.mpps or PROFILE_MPPS,
-                            anchor_mpp=args.anchor_mpp, mean_patch=args.mean_patch, labels=labels,
-                            label_csv=args.label_csv, batch_size=args.batch_size, workers=args.workers,
-                            device=args.device)
+                            anchor_mpp=args.anchor_mpp, resample=args.resample, mean_patch=args.mean_patch,
+                            labels=labels, label_csv=args.label_csv, batch_size=args.batch_size,
+                            workers=args.workers, device=args.device)
     for mpp, count in summary["counts"].items():
         print(f"{mpp} mpp: {count['valid']} tiles embedded, {count['skipped']} skipped")
     print(f"{summary['tiles']} tiles, {summary['complete']} at every mpp ({summary['precision']}); wrote {args.out}")
@@ -275,7 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_arguments(p)
     p.add_argument("--mpps", type=float, nargs="+", help="target mpps (default: 0.25 0.375 0.5 0.75 1 1.5 2)")
     p.add_argument("--anchor-mpp", type=float, help="the tiles' scale (default: the tile set's finest)")
+    p.add_argument("--resample", choices=("finest", "nearest_scale"), default="finest",
+                   help="finest: every view resized from the finest stored scale by one filter; nearest_scale: "
+                        "each from the coarsest stored scale at or finer than its mpp")
     p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token")
+    p.add_argument("--init-control", action="store_true",
+                   help="embed the --model-dir run's network at initialisation (its control, named RUN~init)")
     p.add_argument("--labels", nargs="*", default=[], metavar="SLIDE_ID=PATH",
                    help="a slide's label mask (with its JSON sidecar) or tile-label CSV")
     p.add_argument("--label-csv", help="a tile-label CSV for many slides (slide_id, x, y or col, row, label)")

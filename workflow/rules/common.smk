@@ -1,10 +1,12 @@
 # Helpers for every stage: the slide sheet (read and validated once) and the target lists.
 import os
+import sys
 
 import pandas as pd
 
 from snakemake.utils import Paramspace
 
+from magflow.embed.control import CONTROL_KEY, control_name
 from magflow.embed.external import external_models
 from magflow.embed.labels import sidecar_path
 from magflow.aggregate.methods import MIXER_COLUMNS, check_mixer_runs, slide_methods
@@ -170,18 +172,37 @@ _clash = sorted(set(EXTERNAL_MODELS) & set(RUN_SPACE.instance_patterns))
 if _clash:
     raise ConfigError(f"embed.external: {', '.join(_clash)} is also the name of a pretraining run; rename it")
 EMBED_MODELS = list(RUN_SPACE.instance_patterns) + list(EXTERNAL_MODELS)
+# Every run's control, {run}~init: its network at initialisation (same architecture and seed), rebuilt from the
+# run's model card at embed time, evaluated on the profile families only and drawn dashed beside the run.
+CONTROLS = {control_name(run): run for run in RUN_SPACE.instance_patterns}
+CONTROL_METRICS = ["rankme", "probes"]
+_clash = sorted(set(EXTERNAL_MODELS) & set(CONTROLS))
+if _clash:
+    raise ConfigError(f"embed.external: {', '.join(_clash)} is the name of a run's init control; rename it")
+MODEL_NAMES = EMBED_MODELS + list(CONTROLS)  # every value of the {model} wildcard
+_eval_tiles = config["tilesets"][EMBED["tileset"]]
+_window = round(_eval_tiles.get("cell_px", 224) * max(EMBED["mpps"]) / min(_eval_tiles["scales"]))
+if EMBED["resample"] == "finest" and _eval_tiles.get("source_px", 224) < _window:
+    print(f"Warning: embed.resample 'finest' cuts the {max(EMBED['mpps']):g} mpp view as a {_window} px window of "
+          f"the {min(_eval_tiles['scales']):g} mpp scale, but tilesets.{EMBED['tileset']}.source_px is "
+          f"{_eval_tiles.get('source_px', 224)}: the coarse mpps will be skipped. Give that tile set source_px >= "
+          f"{_window}, or set embed.resample: nearest_scale.", file=sys.stderr)
 
 
 def embed_model(wildcards):
-    """A run's model directory, or an external baseline's settings (see magflow.embed.model_source)."""
+    """A run's model directory, a control's run, or an external baseline's settings (magflow.embed.model_source)."""
     if wildcards.model in EXTERNAL_MODELS:
         return dict(EMBED["external"][wildcards.model])
+    if wildcards.model in CONTROLS:
+        return {CONTROL_KEY: f"results/models/{CONTROLS[wildcards.model]}"}
     return f"results/models/{wildcards.model}"
 
 
 def embed_model_files(wildcards):
     if wildcards.model in EXTERNAL_MODELS:
         return {"weights": EXTERNAL_MODELS[wildcards.model].weights}
+    if wildcards.model in CONTROLS:  # the run's card holds its training config and seed
+        return {"card": f"results/models/{CONTROLS[wildcards.model]}/model_card.json"}
     return {"weights": f"results/models/{wildcards.model}/teacher_backbone.safetensors",
             "card": f"results/models/{wildcards.model}/model_card.json"}
 
@@ -209,7 +230,7 @@ def embed_label_files(wildcards):
 
 
 def embed_targets():
-    return expand("results/embeddings/{model}/{tileset}.h5", model=EMBED_MODELS, tileset=EMBED["tileset"])
+    return expand("results/embeddings/{model}/{tileset}.h5", model=MODEL_NAMES, tileset=EMBED["tileset"])
 
 
 # -- evaluation: every embedded model, one job per model and metric family ---------------------------------
@@ -241,7 +262,25 @@ EVAL_CONTEXT = {
 
 
 def evaluation_records():
-    return expand("results/eval/{model}/{metric}.json", model=EMBED_MODELS, metric=EVAL_METRICS)
+    return (expand("results/eval/{model}/{metric}.json", model=EMBED_MODELS, metric=EVAL_METRICS)
+            + expand("results/eval/{model}/{metric}.json", model=list(CONTROLS), metric=CONTROL_METRICS))
+
+
+def model_control(model):
+    """The control of a run (None for an external baseline)."""
+    name = control_name(model)
+    return name if name in CONTROLS else None
+
+
+def control_records(wildcards):
+    """The records a model's figures draw its control from: its control's RankMe and probes, if it has one."""
+    control = model_control(wildcards.model)
+    return expand("results/eval/{model}/{metric}.json", model=control, metric=CONTROL_METRICS) if control else []
+
+
+def control_eval_dir(wildcards):
+    control = model_control(wildcards.model)
+    return f"results/eval/{control}" if control else None
 
 
 def evaluation_figure_files():

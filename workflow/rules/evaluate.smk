@@ -1,5 +1,6 @@
 # Evaluation: every model's embeddings, one job per model and metric family, then its figures and
 # tables, the comparison across models and the self-contained index page (results/report/index.html).
+# A run's control ({run}~init) gets the RankMe and probe records only; it is drawn in its run's figures.
 
 
 rule evaluate_rankme:
@@ -133,6 +134,7 @@ rule evaluate_segmentation:
 rule evaluation_figures:
     input:
         records=expand("results/eval/{{model}}/{metric}.json", metric=EVAL_METRICS),
+        controls=control_records,
         maps="results/eval/{model}/segmentation",
         embeddings=eval_embeddings,
     output:
@@ -187,6 +189,7 @@ rule evaluation_figures:
         ),
     params:
         eval_dir=lambda wildcards: f"results/eval/{wildcards.model}",
+        control_dir=control_eval_dir,
         out_dir=lambda wildcards: f"results/report/{wildcards.model}",
         settings=EVALUATE,
     resources:
@@ -201,7 +204,7 @@ rule evaluation_figures:
 
 rule rankme_comparison:
     input:
-        expand("results/eval/{model}/rankme.json", model=EMBED_MODELS),
+        expand("results/eval/{model}/rankme.json", model=EMBED_MODELS + list(CONTROLS)),
     output:
         report(
             "results/report/rankme_profiles.png",

@@ -10,6 +10,7 @@ embed_tileset(
     name=snakemake.wildcards.model,
     mpps=settings["mpps"],
     anchor_mpp=settings["anchor_mpp"],
+    resample=settings["resample"],
     mean_patch=settings["mean_patch"],
     labels=snakemake.params.labels,
     label_csv=settings["label_csv"],

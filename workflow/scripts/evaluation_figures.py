@@ -7,4 +7,5 @@ write_model_report(
     snakemake.input.embeddings,
     snakemake.params.out_dir,
     snakemake.params.settings,
+    snakemake.params.control_dir,
 )

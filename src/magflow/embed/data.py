@@ -1,4 +1,9 @@
-"""Reading the planned view windows from the tile stores, in batches of one mpp and one window size."""
+"""Reading the planned views from the tile stores: each source patch read once, every view it serves cut from it.
+
+A batch is up to ``batch_size`` views, of any mpps, in (store, scale, patch) order; each window is
+resized to the C px view as it is cut (``resize_window``), so a batch is B×3×C×C whatever its windows'
+sizes (a 1792 px window never waits in memory with 63 others).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from magflow.embed.protocol import ViewPlan, cut_window
+from magflow.embed.protocol import ViewPlan, cut_window, resize_window
 from magflow.preprocess.store import TileImages
 
 CHUNK_CACHE_BYTES = 16 * 2**20  # for compressed stores (read through h5py): a few source patches
@@ -60,28 +65,22 @@ class ViewJobs:
         return cls.concat(parts)
 
     def batches(self, batch_size: int) -> list[list[int]]:
-        """Job indices in batches that share the mpp and the window size, reading each store in row order."""
-        order = np.lexsort((self.row, self.group, self.store, self.w, self.mpp))
-        out: list[list[int]] = []
-        key = None
-        for index in order.tolist():
-            job_key = (int(self.mpp[index]), int(self.w[index]))
-            if job_key != key or len(out[-1]) == batch_size:
-                out.append([])
-                key = job_key
-            out[-1].append(index)
-        return out
+        """Job indices in batches of ``batch_size``, in (store, group, row, mpp) order: the jobs of one
+        source patch are neighbours, so the patch is read (or decoded) once for all its views."""
+        order = np.lexsort((self.mpp, self.row, self.group, self.store))
+        return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
 class ViewBatches(Dataset):
-    """Item b: (the uint8 B×w×w×3 windows of batch b, their job indices). Files open lazily, once per worker.
+    """Item b: (the B×3×C×C float views in [0, 1] of batch b, their job indices). Files open lazily, once per worker.
 
     Each source patch a batch needs is read (or decoded) once, through ``TileImages``, so the views of
     one patch share the read.
     """
 
     def __init__(self, stores: list[str | os.PathLike[str]], groups: list[str], jobs: ViewJobs,
-                 batches: list[list[int]]) -> None:
+                 batches: list[list[int]], cell_px: int) -> None:
+        self.cell_px = cell_px
         self.stores = [str(s) for s in stores]
         self.groups = groups
         self.jobs = jobs
@@ -101,15 +100,14 @@ class ViewBatches(Dataset):
 
     def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         jobs, index = self.jobs, np.asarray(self.batches[b], np.int64)
-        w = int(jobs.w[index[0]])
-        windows = np.empty((len(index), w, w, 3), np.uint8)
+        views = torch.empty((len(index), 3, self.cell_px, self.cell_px), dtype=torch.float32)
         patch, key = None, None
         for n, i in enumerate(index.tolist()):  # batches are in (store, group, row) order: one read per patch
             job_key = (int(jobs.store[i]), int(jobs.group[i]), int(jobs.row[i]))
             if job_key != key:
                 key, patch = job_key, self._images(job_key[0], job_key[1])[job_key[2]]
-            windows[n] = cut_window(patch, np.array([jobs.x[i], jobs.y[i]]), w)
-        return torch.from_numpy(windows), torch.from_numpy(index)
+            views[n] = resize_window(cut_window(patch, np.array([jobs.x[i], jobs.y[i]]), int(jobs.w[i])), self.cell_px)
+        return views, torch.from_numpy(index)
 
     def close(self) -> None:
         for handle in self._files.values():

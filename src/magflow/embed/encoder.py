@@ -23,6 +23,7 @@ from timm.models import load_checkpoint
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
+from magflow.embed.control import InitControl, load_control_encoder
 from magflow.embed.external import ExternalModel
 from magflow.errors import ConfigError
 from magflow.imagenet import IMAGENET_MEAN, IMAGENET_STD
@@ -146,9 +147,12 @@ def load_external_encoder(spec: ExternalModel, mean_patch: bool = False) -> Enco
     return Encoder(Backbone(model) if is_vit else model, spec.mean, spec.std, mean_patch, card, spec.name)
 
 
-def load_encoder(source: str | os.PathLike[str] | ExternalModel, mean_patch: bool = False,
+def load_encoder(source: str | os.PathLike[str] | ExternalModel | InitControl, mean_patch: bool = False,
                  name: str | None = None) -> Encoder:
-    """A run's model directory, or an :class:`ExternalModel`; returns an eval-mode :class:`Encoder`."""
+    """A run's model directory, an :class:`ExternalModel` or a run's :class:`InitControl`; returns an eval-mode
+    :class:`Encoder`."""
     if isinstance(source, ExternalModel):
         return load_external_encoder(source, mean_patch)
+    if isinstance(source, InitControl):
+        return load_control_encoder(source, mean_patch, name)
     return load_run_encoder(source, mean_patch, name)

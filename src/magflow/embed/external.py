@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from magflow.embed.control import CONTROL_KEY, InitControl
 from magflow.errors import ConfigError
 from magflow.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -50,6 +51,9 @@ def external_models(settings: Mapping[str, Mapping[str, Any]]) -> dict[str, Exte
 
 
 def model_source(name: str, value: str | os.PathLike[str] | Mapping[str, Any]
-                 ) -> str | os.PathLike[str] | ExternalModel:
-    """A run's model directory as is, or an external baseline's settings as an :class:`ExternalModel`."""
+                 ) -> str | os.PathLike[str] | ExternalModel | InitControl:
+    """A run's model directory as is, a run's control (``{"init_control_of": its directory}``) as an
+    :class:`InitControl`, or an external baseline's settings as an :class:`ExternalModel`."""
+    if isinstance(value, Mapping) and set(value) == {CONTROL_KEY}:
+        return InitControl(str(value[CONTROL_KEY]))
     return ExternalModel.from_config(name, value) if isinstance(value, Mapping) else value

@@ -15,7 +15,8 @@ Groups ``mpp_{t:.3f}``, one per target mpp t:
 - ``valid`` (N bool): the tile has a view at t
 - ``mpp_achieved`` (N float32): the view's achieved mpp, NaN where not valid
 - attributes ``target_mpp``, ``source_mpp`` (nominal mpp of the source scale, −1 if none),
-  ``crop_px`` (JSON: slide → source window side), ``valid`` and ``skipped`` (counts),
+  ``crop_px`` (JSON: slide → source window side), ``resample`` (how the source scale was chosen),
+  ``filter`` (JSON: slide → what made the view from the window), ``valid`` and ``skipped`` (counts),
   ``centre_error_px`` (largest window-centre offset from the tile centre, source pixels)
 
 Root attributes (scalars as they are, anything else as JSON text): ``model``, ``model_card``,
@@ -23,7 +24,8 @@ Root attributes (scalars as they are, anything else as JSON text): ``model``, ``
 ``source_mpp`` ({"0.375": 0.25, ...}), ``complete`` (tiles valid at every mpp), ``slides`` (per
 slide: anchors, valid per mpp, and why it has none), ``class_names``, ``features`` ("cls" or
 "cls+mean_patch"), ``embed_dim``, ``feature_dim``, ``precision``, ``device``, ``cell_px``,
-``protocol`` (see ``magflow.embed.protocol``) and ``provenance``.
+``protocol``, ``resample`` (``finest`` or ``nearest_scale``) and ``view_filter`` (see
+``magflow.embed.protocol``) and ``provenance``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Embed a tile set's anchor tiles at every target mpp with one encoder, and write the embeddings file.
 
 Planning (which window of which source patch, per tile and mpp; see ``magflow.embed.protocol``) is
-index arithmetic on the stores. The windows are then read in batches that share an mpp and a window
-size, resized on the device, normalised and encoded (bf16 autocast on CUDA, float32 on CPU).
+index arithmetic on the stores. The windows are then read patch by patch, each resized to its view by
+the loader (``magflow.embed.data``), and the views normalised and encoded in batches (bf16 autocast on
+CUDA, float32 on CPU).
 """
 
 from __future__ import annotations
@@ -17,22 +18,36 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from magflow import provenance
 from magflow.embed.data import ViewBatches, ViewJobs
+from magflow.embed.control import InitControl
 from magflow.embed.encoder import Encoder, ExternalModel, load_encoder
 from magflow.embed.labels import TileTable, tile_labels
 from magflow.embed.output import Embeddings, write_embeddings
-from magflow.embed.protocol import PROFILE_MPPS, Anchors, ViewPlan, default_anchor_mpp, plan_views, read_anchors
+from magflow.embed.protocol import (
+    FINEST,
+    PROFILE_MPPS,
+    RESAMPLE_MODES,
+    VIEW_FILTER,
+    Anchors,
+    ViewPlan,
+    default_anchor_mpp,
+    plan_views,
+    read_anchors,
+)
 from magflow.errors import ConfigError
 from magflow.preprocess.store import TileStore
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 16  # batches kept on the device before their features are copied back
-PROTOCOL = "anchor-centred views v1: finest-scale anchor cells, next finer standard source, no upsampling"
+PROTOCOLS = {  # the ``protocol`` attribute of the embeddings file, per ``resample`` setting
+    "finest": "anchor-centred views v2: finest-scale anchor cells, every view resized from the finest stored scale "
+              "by one antialiased bilinear filter, no upsampling",
+    "nearest_scale": "anchor-centred views v1: finest-scale anchor cells, next finer standard source, no upsampling",
+}
 
 
 @dataclass
@@ -48,7 +63,8 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _plan(stores: Sequence[Path], mpps: Sequence[float], anchor_mpp: float | None) -> tuple[list[_Slide], float, str]:
+def _plan(stores: Sequence[Path], mpps: Sequence[float], anchor_mpp: float | None,
+          resample: str = FINEST) -> tuple[list[_Slide], float, str]:
     """Every slide's anchors and view plans; the anchor mpp used and the tile set's name."""
     slides: list[_Slide] = []
     first, tileset, cell = 0, "", None
@@ -68,7 +84,7 @@ def _plan(stores: Sequence[Path], mpps: Sequence[float], anchor_mpp: float | Non
             if cell is not None and anchors.cell_px != cell:
                 raise ConfigError(f"{path}: {anchors.cell_px} px cells, other stores {cell} px; embed one tile set")
             cell = anchors.cell_px
-            plans = [plan_views(store, anchors, float(t)) for t in mpps]
+            plans = [plan_views(store, anchors, float(t), resample) for t in mpps]
             for plan in plans:
                 if plan.reason:
                     log.debug("%s at %g mpp: %s", slide_id, plan.target_mpp, plan.reason)
@@ -90,23 +106,14 @@ def _plan(stores: Sequence[Path], mpps: Sequence[float], anchor_mpp: float | Non
     return slides, float(anchor_mpp), tileset
 
 
-def _to_views(windows: torch.Tensor, cell_px: int, device: torch.device) -> torch.Tensor:
-    """B×w×w×3 uint8 windows → B×3×C×C float views in [0, 1], with crop_and_resize_batch's filter."""
-    x = windows.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    if x.shape[-1] != cell_px:
-        x = F.interpolate(x, size=(cell_px, cell_px), mode="bilinear", align_corners=False, antialias=True)
-    return x.div_(255).contiguous()  # channels-first memory, which the patch embedding's convolution prefers
-
-
 def preview_views(store: str | os.PathLike[str], plan: ViewPlan) -> tuple[np.ndarray, np.ndarray]:
-    """(tile rows, N×C×C×3 uint8 views) of one slide at one mpp: exactly what the encoder is shown."""
+    """(tile rows, N×C×C×3 uint8 views) of one slide at one mpp: what the encoder is shown, rounded to uint8."""
     groups: list[str] = []
     jobs = ViewJobs.from_plans([plan], groups=groups)
-    dataset = ViewBatches([store], groups, jobs, jobs.batches(64))
+    dataset = ViewBatches([store], groups, jobs, jobs.batches(64), plan.cell_px)
     tiles, views = [], []
     for b in range(len(dataset)):
-        windows, indices = dataset[b]
-        floats = _to_views(windows, plan.cell_px, torch.device("cpu"))
+        floats, indices = dataset[b]
         views.append(floats.mul_(255).round_().byte().permute(0, 2, 3, 1).numpy())
         tiles.append(jobs.tile[indices.numpy()])
     dataset.close()
@@ -115,7 +122,7 @@ def preview_views(store: str | os.PathLike[str], plan: ViewPlan) -> tuple[np.nda
     return np.concatenate(tiles), np.concatenate(views)
 
 
-def encode_jobs(encoder: Encoder, dataset: ViewBatches, features: list[np.ndarray], cell_px: int,
+def encode_jobs(encoder: Encoder, dataset: ViewBatches, features: list[np.ndarray],
                 device: torch.device, workers: int = 0, progress: bool = True) -> None:
     """Encode every job's view into ``features[job mpp][job tile]``, batch by batch."""
     jobs = dataset.jobs
@@ -128,13 +135,16 @@ def encode_jobs(encoder: Encoder, dataset: ViewBatches, features: list[np.ndarra
 
     def flush() -> None:  # one device sync per FLUSH_EVERY batches, so reading the next batch overlaps compute
         for index, out in pending:
-            features[int(jobs.mpp[index[0]])][jobs.tile[index]] = out.float().cpu().numpy()
+            values = out.float().cpu().numpy()
+            for mpp in np.unique(jobs.mpp[index]):  # a batch holds the views of its patches at several mpps
+                rows = jobs.mpp[index] == mpp
+                features[int(mpp)][jobs.tile[index[rows]]] = values[rows]
             bar.update(len(index))
         pending.clear()
 
     with torch.inference_mode(), autocast:
-        for windows, index in loader:  # a batch shares its mpp
-            pending.append((index.numpy(), encoder(_to_views(windows, cell_px, device))))
+        for views, index in loader:
+            pending.append((index.numpy(), encoder(views.to(device, non_blocking=True))))
             if len(pending) == FLUSH_EVERY:
                 flush()
         flush()
@@ -142,33 +152,39 @@ def encode_jobs(encoder: Encoder, dataset: ViewBatches, features: list[np.ndarra
 
 
 def embed_tileset(stores: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-                  model: str | os.PathLike[str] | ExternalModel, *, name: str | None = None,
-                  mpps: Sequence[float] = PROFILE_MPPS, anchor_mpp: float | None = None, mean_patch: bool = False,
+                  model: str | os.PathLike[str] | ExternalModel | InitControl, *, name: str | None = None,
+                  mpps: Sequence[float] = PROFILE_MPPS, anchor_mpp: float | None = None, resample: str = FINEST,
+                  mean_patch: bool = False,
                   labels: Mapping[str, str | os.PathLike[str] | None] | None = None,
                   label_csv: str | os.PathLike[str] | None = None, batch_size: int = 64, workers: int = 0,
                   device: str | torch.device | None = None, progress: bool = True,
                   config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Embed the anchor tiles of ``stores`` at every mpp of ``mpps`` and write ``out``; return the counts.
 
-    ``model`` is a run's model directory or an :class:`ExternalModel`. ``labels`` maps a slide id to its
+    ``model`` is a run's model directory, an :class:`ExternalModel` or a run's :class:`InitControl` (its network
+    at initialisation, see ``magflow.embed.control``). ``labels`` maps a slide id to its
     label mask or tile-label CSV and ``label_csv`` is one CSV for many slides (see ``magflow.embed.labels``).
+    ``resample``: which stored scale every view is cut from (``finest`` or ``nearest_scale``; see
+    ``magflow.embed.protocol``).
     """
+    if resample not in RESAMPLE_MODES:
+        raise ConfigError(f"embed.resample: '{resample}' is not one of {', '.join(RESAMPLE_MODES)}")
     mpps = sorted({float(m) for m in mpps})
     if not mpps or min(mpps) <= 0 or batch_size < 1 or not stores:
         raise ConfigError(f"embed: needs stores ({len(stores)} given), positive mpps (got {mpps}) and "
                           f"batch_size ≥ 1 (got {batch_size})")
     paths = [Path(s) for s in stores]
-    slides, anchor, tileset = _plan(paths, mpps, anchor_mpp)
+    slides, anchor, tileset = _plan(paths, mpps, anchor_mpp, resample)
     device = pick_device(device)
     encoder = load_encoder(model, mean_patch=mean_patch, name=name).to(device)
     n = sum(len(s.anchors) for s in slides if s.anchors is not None)
     cell = next(s.anchors.cell_px for s in slides if s.anchors is not None)
     groups: list[str] = []
     jobs = ViewJobs.concat([ViewJobs.from_plans(s.plans, s.first, i, groups) for i, s in enumerate(slides)])
-    dataset = ViewBatches(paths, groups, jobs, jobs.batches(batch_size))
+    dataset = ViewBatches(paths, groups, jobs, jobs.batches(batch_size), cell)
     features = [np.zeros((n, encoder.feature_dim), np.float32) for _ in mpps]
     start = time.perf_counter()
-    encode_jobs(encoder, dataset, features, cell, device, workers, progress)
+    encode_jobs(encoder, dataset, features, device, workers, progress)
     seconds = time.perf_counter() - start
     dataset.close()
 
@@ -183,7 +199,8 @@ def embed_tileset(stores: Sequence[str | os.PathLike[str]], out: str | os.PathLi
         "counts": counts, "source_mpp": _source_mpps(slides, mpps), "complete": int(emb.complete().sum()),
         "slides": _slide_counts(slides, mpps), "features": encoder.features, "embed_dim": encoder.embed_dim,
         "feature_dim": encoder.feature_dim, "precision": precision, "device": str(device), "cell_px": cell,
-        "protocol": PROTOCOL, "views_per_s": len(jobs) / seconds if seconds > 0 else 0.0,
+        "protocol": PROTOCOLS[resample], "resample": resample, "view_filter": VIEW_FILTER,
+        "views_per_s": len(jobs) / seconds if seconds > 0 else 0.0,
         "provenance": provenance.collect(config=config, precision=precision, stores=[str(p) for p in paths]),
     }
     write_embeddings(out, emb)
@@ -216,6 +233,8 @@ def _assemble(slides: list[_Slide], mpps: list[float], jobs: ViewJobs, features:
         emb.group_attrs[mpp] = {
             "target_mpp": mpp, "source_mpp": -1.0 if source is None else source,
             "crop_px": {s.slide_id: s.plans[index].crop_px for s in present},
+            "resample": plans[0].resample if plans else "",
+            "filter": {s.slide_id: s.plans[index].filter for s in present if s.plans[index].valid.any()},
             "valid": int(emb.valid[mpp].sum()), "skipped": int(n - emb.valid[mpp].sum()),
             "centre_error_px": max((p.centre_error_px for p in plans), default=0.0),
         }

@@ -97,5 +97,7 @@ class EvalData:
             "anchor_mpp": attrs.get("anchor_mpp"), "source_mpp": attrs.get("source_mpp"),
             "features": attrs.get("features"), "feature_dim": attrs.get("feature_dim"),
             "precision": attrs.get("precision"), "device": attrs.get("device"), "protocol": attrs.get("protocol"),
+            "resample": attrs.get("resample", "nearest_scale" if attrs.get("protocol") else None),  # v1 files: nearest
+            "view_filter": attrs.get("view_filter"),
             "commit": embed_provenance.get("git") if isinstance(embed_provenance, dict) else None,
         }

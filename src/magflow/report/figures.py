@@ -1,7 +1,9 @@
 """Evaluation figures from the metric records: RankMe profiles, probe curves and the mpp × mpp heatmaps.
 
 Every function takes a record (``magflow.evaluate.record``) and writes one PNG atomically; a skipped
-record gives a figure that says why, so every expected figure exists.
+record gives a figure that says why, so every expected figure exists. A run's profiles are drawn with
+its control (the same network at initialisation, ``magflow.embed.control``) as a dashed line of the
+same colour, so what the view pipeline alone does is seen beside what training did.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from magflow.atomic import atomic_path  # noqa: E402
+from magflow.embed.control import control_of  # noqa: E402
 
 STANDARD_MPPS = (0.25, 0.5, 1.0, 2.0)  # 40x, 20x, 10x, 5x: the scanner scales; the rest are intermediate
 DPI = 110
+CONTROL_STYLE = {"ls": "--", "lw": 1.2, "alpha": 0.7}  # a run's control: dashed, in the run's colour
+CONTROL_LABEL = "same network at initialisation (control)"
 
 
 def save(fig: Figure, path: str | os.PathLike[str], rect: tuple[float, float, float, float] | None = None) -> None:
@@ -64,6 +69,14 @@ def rankme_points(record: Mapping[str, Any]) -> tuple[list[float], list[float]]:
     return mpps, [result["rankme"][f"{m:g}"] for m in mpps]
 
 
+def _ok(record: Mapping[str, Any] | None) -> bool:
+    return bool(record) and record.get("status") == "ok"
+
+
+def _control_line(ax: plt.Axes, mpps: Sequence[float], values: Sequence[float], colour: Any, label: str | None) -> None:
+    ax.plot(mpps, values, color=colour, marker=".", ms=4, label=label, **CONTROL_STYLE)
+
+
 def rescale(values: np.ndarray, top: float) -> np.ndarray:
     """``values`` scaled so their maximum is ``top``: ratios are kept, so a flat curve stays flat."""
     peak = float(np.max(values))
@@ -71,14 +84,17 @@ def rescale(values: np.ndarray, top: float) -> np.ndarray:
 
 
 def plot_rankme_profile(record: Mapping[str, Any], path: str | os.PathLike[str],
-                        sampler: Mapping[str, Any] | None = None) -> None:
+                        sampler: Mapping[str, Any] | None = None, control: Mapping[str, Any] | None = None) -> None:
     """RankMe per mpp (filled markers: standard mpps, open: intermediate), with the run's sampler's I(y)
-    scaled so that its maximum meets the highest RankMe, when a sampler is given."""
+    scaled so that its maximum meets the highest RankMe, when a sampler is given, and the RankMe of the
+    ``control`` record (the same network at initialisation) dashed."""
     if record["status"] != "ok":
         return skipped_figure(record, path, f"RankMe: {record['model']}")
     mpps, values = rankme_points(record)
     fig, ax = plt.subplots(figsize=(6, 3.6))
     _profile(ax, mpps, values, "RankMe (measured)", "C0")
+    if _ok(control):
+        _control_line(ax, *rankme_points(control), "C0", CONTROL_LABEL)
     if sampler and sampler.get("grid") and sampler.get("I"):
         grid, quality = np.asarray(sampler["grid"], float), np.asarray(sampler["I"], float)
         ax.plot(grid, rescale(quality, max(values)), "--", color="C3", lw=1.2,
@@ -93,15 +109,23 @@ def plot_rankme_profile(record: Mapping[str, Any], path: str | os.PathLike[str],
 
 
 def plot_rankme_comparison(records: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Every model's RankMe profile on one chart."""
+    """Every model's RankMe profile on one chart; a run's control (``{run}~init``) dashed in the run's colour."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     all_mpps: set[float] = set()
-    for i, (model, record) in enumerate(records.items()):
+    paired = {model for model in records if control_of(model) in records}
+    colours = {model: f"C{i % 10}" for i, model in enumerate(m for m in records if m not in paired)}
+    labelled = False
+    for model, record in records.items():
         if record["status"] != "ok":
             continue
         mpps, values = rankme_points(record)
         all_mpps |= set(mpps)
-        _profile(ax, mpps, values, model, f"C{i % 10}")
+        if model in paired:
+            _control_line(ax, mpps, values, colours[str(control_of(model))], None if labelled else
+                          "dashed: " + CONTROL_LABEL)
+            labelled = True
+        else:
+            _profile(ax, mpps, values, model, colours[model])
     if not all_mpps:
         plt.close(fig)
         return skipped_figure({"reason": "no model has a RankMe profile"}, path, "RankMe profiles")
@@ -118,8 +142,16 @@ def plot_rankme_comparison_files(paths: Sequence[str | os.PathLike[str]], path: 
     plot_rankme_comparison({r["model"]: r for r in records}, path)
 
 
-def plot_probe_curves(record: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """kNN and linear-probe balanced accuracy and macro-F1 per mpp, mean ± std over the splits."""
+def _probe_means(record: Mapping[str, Any], probe: str, score: str) -> tuple[list[float], np.ndarray]:
+    scores = record["result"]["scores"]
+    mpps = [float(m) for m in record["result"]["mpps"] if f"{float(m):g}" in scores]
+    return mpps, np.array([scores[f"{m:g}"][probe][score]["mean"] for m in mpps], float)
+
+
+def plot_probe_curves(record: Mapping[str, Any], path: str | os.PathLike[str],
+                      control: Mapping[str, Any] | None = None) -> None:
+    """kNN and linear-probe balanced accuracy and macro-F1 per mpp, mean ± std over the splits; the
+    ``control`` record's means (the same network at initialisation) dashed."""
     if record["status"] != "ok":
         return skipped_figure(record, path, f"Probes: {record['model']}")
     result = record["result"]
@@ -132,6 +164,9 @@ def plot_probe_curves(record: Mapping[str, Any], path: str | os.PathLike[str]) -
             std = np.array([c["std"] or 0.0 for c in cells], float)
             ax.fill_between(mpps, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
             _profile(ax, mpps, mean, "kNN (k = 20)" if probe == "knn" else "linear probe", colour)
+            if _ok(control):
+                _control_line(ax, *_probe_means(control, probe, score), colour,
+                              f"{'kNN' if probe == 'knn' else 'linear'} at initialisation (control)")
         _mpp_axis(ax, mpps)
         ax.set_title(score.replace("_", " "), fontsize=9)
         ax.set_ylim(0, 1)

@@ -1,7 +1,9 @@
 """``results/report/index.html``: every model side by side, and where the numbers came from, in one file.
 
 The page is self-contained (figures embedded as base64 PNGs): it can be mailed or archived alone.
-Sections: the RankMe comparison and a one-row-per-model summary; the models side by side (one
+Sections: the RankMe comparison (each run's control, the same network at initialisation, dashed in the
+run's colour) and a one-row-per-model summary (with the control's RankMe and linear-probe range); the
+models side by side (one
 column each: RankMe profile, probe curves, cross-mpp matrix, centroid heatmap, consistency table,
 segmentation examples, PCA, scores, metric status); provenance (config, seeds, versions, commits,
 mpp sources of the slides and of each evaluated mpp).
@@ -20,6 +22,7 @@ from typing import Any
 
 from magflow import provenance
 from magflow.atomic import atomic_path
+from magflow.embed.control import control_name
 from magflow.report.html import table
 from magflow.report.model_report import FIGURES, model_card, read_records
 from magflow.report.tables import consistency_table, fmt, scores_table, skipped_table
@@ -66,17 +69,34 @@ def _known(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values if v is not None]
 
 
-def summary_rows(records: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[dict[str, str]]:
+def _ok_result(records: Mapping[str, Mapping[str, Any]], metric: str) -> Mapping[str, Any]:
+    record = records.get(metric, {})
+    return record.get("result", {}) if record.get("status") == "ok" else {}
+
+
+def _range(values: list[float], digits: int) -> str:
+    return f"{min(values):.{digits}f} / {max(values):.{digits}f}" if values else ""
+
+
+def summary_rows(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                 controls: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> list[dict[str, str]]:
+    """One row per model; ``controls``: model → the records of its control (same network at initialisation)."""
     rows = []
     for model, rec in records.items():
         def ok(metric: str) -> Mapping[str, Any]:
-            return rec.get(metric, {}).get("result", {}) if rec.get(metric, {}).get("status") == "ok" else {}
+            return _ok_result(rec, metric)
         rankme = _known(ok("rankme").get("rankme", {}).values())
         linear = _known(s["linear"]["balanced_accuracy"]["mean"] for s in ok("probes").get("scores", {}).values())
+        control = (controls or {}).get(model) or {}
+        control_rankme = _known(_ok_result(control, "rankme").get("rankme", {}).values())
+        control_linear = _known(s["linear"]["balanced_accuracy"]["mean"]
+                                for s in _ok_result(control, "probes").get("scores", {}).values())
         pooled = ok("consistency").get("pooled", {})
         seg = _known(s["mean_iou"] for s in ok("segmentation").get("mean_over_slides", {}).values())
-        rows.append({"model": model, "RankMe min / max": f"{min(rankme):.2f} / {max(rankme):.2f}" if rankme else "",
-                     "linear bal. acc. min / max": f"{min(linear):.3f} / {max(linear):.3f}" if linear else "",
+        rows.append({"model": model, "RankMe min / max": _range(rankme, 2),
+                     "at init: RankMe min / max": _range(control_rankme, 2),
+                     "linear bal. acc. min / max": _range(linear, 3),
+                     "at init: linear bal. acc. min / max": _range(control_linear, 3),
                      "Δhier": fmt(pooled.get("delta_hier"), 4), "Δsem": fmt(pooled.get("delta_sem"), 4),
                      "seg. mIoU min / max": f"{min(seg):.3f} / {max(seg):.3f}" if seg else "",
                      "skipped": ", ".join(m for m, r in rec.items() if r.get("status") != "ok")})
@@ -112,6 +132,7 @@ def provenance_block(models: Sequence[str], records: Mapping[str, Mapping[str, A
         seeds.append({"model": model, "training seed": "" if card_seed is None else card_seed,
                       **{f"{m} seeds": ", ".join(map(str, r.get("seeds") or [])) for m, r in rec.items()}})
         sources.append({"model": model, "tileset": emb.get("tileset"), "anchor mpp": emb.get("anchor_mpp"),
+                        "views resampled from": emb.get("resample"),
                         "source scale per target mpp": json.dumps(emb.get("source_mpp")),
                         "tiles with a view per mpp": json.dumps(emb.get("valid")), "precision": emb.get("precision")})
         commits.append({"model": model, "evaluated at": _commit(first.get("provenance", {}).get("git")),
@@ -177,13 +198,15 @@ def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: 
     if empty:
         raise FileNotFoundError(f"no metric record for {', '.join(empty)}; run the evaluation first")
     figures = {m: Path(figure_root) / m for m in models}
+    controls = {m: read_records(Path(eval_root) / control_name(m)) for m in models}
     intro = (f"<p>{len(models)} model(s). Every number comes from a record in <code>results/eval/&lt;model&gt;/"
              "</code> (JSON with its seeds, constants and provenance); a metric that could not be computed says "
              "why under <i>Metric status</i>.</p><nav><a href='#comparison'>Comparison</a><a href='#models'>Models "
              "side by side</a>" + ("<a href='#slide-level'>Slide level</a>" if slide_level else "")
              + "<a href='#provenance'>Provenance</a></nav>")
     body = [intro, "<h2 id='comparison'>Comparison</h2>", embed_png(comparison, "RankMe profiles"),
-            table(summary_rows(records), "Summary over mpps"), "<h2 id='models'>Models side by side</h2>",
+            table(summary_rows(records, controls), "Summary over mpps (at init: the run's control, the same network "
+                  "at initialisation)"), "<h2 id='models'>Models side by side</h2>",
             side_by_side(models, records, figures), *_slide_level(slide_level),
             provenance_block(models, records, config, manifests, slide_table)]
     title = "magflow - evaluation report"

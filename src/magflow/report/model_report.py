@@ -1,6 +1,8 @@
 """One model's figures and tables, from its metric records (``results/eval/{model}/``) and embeddings.
 
-``write_model_report`` writes into ``out_dir``: the PNGs of :data:`FIGURES` and ``tables.html``.
+``write_model_report`` writes into ``out_dir``: the PNGs of :data:`FIGURES` and ``tables.html``. A run's
+RankMe profile and probe curves also draw its control's records (``control_dir``, the records of
+``{run}~init``: the same network at initialisation), when it was evaluated.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ def read_records(eval_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 
 
 def write_model_report(eval_dir: str | os.PathLike[str], embeddings: str | os.PathLike[str],
-                       out_dir: str | os.PathLike[str],
-                       settings: EvalSettings | Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Every figure of :data:`FIGURES` and the tables page; ``settings``: the config's ``evaluate`` block."""
+                       out_dir: str | os.PathLike[str], settings: EvalSettings | Mapping[str, Any] | None = None,
+                       control_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+    """Every figure of :data:`FIGURES` and the tables page; ``settings``: the config's ``evaluate`` block;
+    ``control_dir``: the eval folder of the model's control, whose RankMe and probe records are drawn too."""
     if not isinstance(settings, EvalSettings):
         settings = EvalSettings.from_config(settings)
     records = read_records(eval_dir)
@@ -63,8 +66,9 @@ def write_model_report(eval_dir: str | os.PathLike[str], embeddings: str | os.Pa
         raise FileNotFoundError(f"{eval_dir}: no record for {', '.join(missing)}; run the evaluation first")
     out = Path(out_dir)
     paths = {key: out / name for key, name in FIGURES.items()}
-    plot_rankme_profile(records["rankme"], paths["rankme"], model_sampler(embeddings))
-    plot_probe_curves(records["probes"], paths["probes"])
+    control = read_records(control_dir) if control_dir is not None else {}
+    plot_rankme_profile(records["rankme"], paths["rankme"], model_sampler(embeddings), control.get("rankme"))
+    plot_probe_curves(records["probes"], paths["probes"], control.get("probes"))
     plot_cross_mpp(records["cross_mpp"], paths["cross_mpp"])
     plot_centroids(records["centroids"], paths["centroids"])
     plot_hierarchy_pca(EvalData.read(embeddings), paths["pca"], settings.coarse_mpp, settings.fine_mpp)
