@@ -152,13 +152,15 @@ def test_dry_run_of_the_default_config_plans_every_job(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
     jobs = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
-    # 5 slides; 4 tile sets; 4 runs (du, cu, cu_minmax, mad); 2 mixers; 10 AB-MIL methods:
-    # 2 mixers x 2 modes, the random mixer x 2 modes, 3 single scales and all scales
+    # 5 slides; 4 tile sets; 4 runs (du, cu, cu_minmax, mad), each embedded with its {run}~init control, which
+    # is evaluated on RankMe and probes only; 2 mixers; 10 AB-MIL methods: 2 mixers x 2 modes, the random
+    # mixer x 2 modes, 3 single scales and all scales
     expected = {"phantom": 5, "tissue_mask": 5, "slide_qc_table": 1, "extract_tiles": 20, "tile_manifest": 4,
-                "optimize_sampler": 12, "pretrain": 4, "embed": 4, "evaluation_figures": 4, "rankme_comparison": 1,
+                "optimize_sampler": 12, "pretrain": 4, "embed": 8, "evaluation_figures": 4, "rankme_comparison": 1,
                 "report_index": 1, "region_embed": 5, "pretrain_mixer": 2, "abmil": 10, "abmil_table": 1}
-    expected.update({f"evaluate_{metric}": 4 for metric in ("rankme", "probes", "cross_mpp", "clustering", "centroids",
-                                                            "consistency", "segmentation")})
+    expected.update({f"evaluate_{metric}": 4 for metric in ("cross_mpp", "clustering", "centroids", "consistency",
+                                                            "segmentation")})
+    expected.update(evaluate_rankme=8, evaluate_probes=8)
     for name, count in expected.items():
         assert jobs.get(name) == count, (name, out[-2500:])
 
