@@ -208,6 +208,7 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
     writer = SummaryWriter(out_dir / "tensorboard", purge_step=start or None) if process.is_main else None
     bar = tqdm(total=stop - start, desc="pretrain", unit="it", disable=not (progress and process.is_main))
     interval_mpps: list[torch.Tensor] = []
+    interval_views: list[dict[str, torch.Tensor]] = []  # per view, the mpp it shows (SamplingStrategy.view_stats)
     interval_start = time.perf_counter()
 
     try:
@@ -240,16 +241,21 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
             update_teacher(teacher, student, schedule["momentum"])
 
             interval_mpps.append(mpp)
+            interval_views.append(strategy.view_stats(inputs) if isinstance(strategy, SamplingStrategy) else {})
             done = iteration + 1
             if done % config.log_every == 0 or done == stop:
                 mpps = distributed.gather_from_processes(torch.cat(interval_mpps).to(device)).cpu()
+                shown = {tag: distributed.gather_from_processes(torch.cat([v[tag] for v in interval_views]).to(device))
+                         .cpu() for tag in interval_views[0]}
                 if writer is not None:
                     images_per_s = len(mpps) / (time.perf_counter() - interval_start)
                     _log_scalars(writer, iteration, losses, schedule, images_per_s, mpps)
+                    for tag, values in shown.items():
+                        writer.add_histogram(tag, values.numpy().astype(np.float64), iteration)
                     log.info("iteration %d/%d: %s; lr %.3g, %.1f img/s, mpp %.3g-%.3g", done, stop,
                              ", ".join(f"{name} {value:.4f}" for name, value in losses.items()),
                              schedule["lr"], images_per_s, float(mpps.min()), float(mpps.max()))
-                interval_mpps, interval_start = [], time.perf_counter()
+                interval_mpps, interval_views, interval_start = [], [], time.perf_counter()
             if on_step is not None:
                 on_step(Step(iteration, losses, schedule, batch, mpp))
             if process.is_main and (done % config.checkpoint_every == 0 or done == stop):
