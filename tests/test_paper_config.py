@@ -110,8 +110,9 @@ def test_paper_config_stands_alone():
     assert not differ, f"the paper run depends on the demo config here: {differ}"
 
 
-def test_no_tile_set_is_capped(paper):
-    assert all(tileset["max_tiles_per_scale"] is None for tileset in paper["tilesets"].values())
+def test_only_the_eval_tile_set_is_capped_at_paper_scale(paper):
+    assert all(tileset["max_tiles_per_scale"] is None for name, tileset in paper["tilesets"].items() if name != "eval")
+    assert paper["tilesets"]["eval"]["max_tiles_per_scale"] >= 1000  # a paper-scale cap, not the demo's
 
 
 def test_paper_sweeps_parse_with_the_workflows_parsers(paper):

@@ -79,7 +79,7 @@ def finished_run(tmp_path_factory):
         rows.append(f"cmu_small\t{Path(real).resolve()}\t\ttrain\tp4\t")
     make_project(root, rows, tilesets={
         "train": {"scales": [0.25, 0.5, 1.0, 2.0], "source_px": 448, "max_tiles_per_scale": 6},
-        "eval": {"scales": [0.25, 0.5, 1.0, 2.0], "source_px": 512, "max_tiles_per_scale": 6, "nested": True},
+        "eval": {"scales": [0.25], "source_px": 1792, "max_tiles_per_scale": 6, "jpeg_quality": 90},
         "mad": {"scales": [4.0, 1.0, 0.25], "min_tissue": 0.25, "max_tiles_per_scale": 6},
         "region": {"scales": [2.0, 1.0, 0.5], "source_px": 224, "min_tissue": 0.25, "max_tiles_per_scale": None},
     })
