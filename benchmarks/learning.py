@@ -128,7 +128,7 @@ def profile(path: Path) -> dict[float, dict[str, float]]:
             held = slides == slide
             predicted[held] = knn_predict(x[~held], y[~held], x[held])
         out[mpp] = {"knn": float(balanced_accuracy_score(y, predicted)),
-                    "rankme": float(rankme(emb.features[mpp][emb.valid[mpp]]).value)}
+                    "rankme": float(rankme(emb.features[mpp][emb.valid[mpp]]).score)}
     return out
 
 
@@ -199,7 +199,7 @@ def report_bar(rows: list[dict[str, Any]], strategies: list[str]) -> bool:
           "initialisation)")
     ok = all(row["loss"][2] < 0.8 for row in rows)
     print(f"  DINO loss ends below 0.8 ln K in every run: {'yes' if ok else 'NO'} "
-          f"(ends: {', '.join(f'{row['loss'][2]:.3f}' for row in rows)})")
+          f"(ends: {', '.join(format(row['loss'][2], '.3f') for row in rows)})")
     for strategy in strategies:
         mine = [row for row in rows if row["strategy"] == strategy]
         mpps = list(mine[0]["trained"])
