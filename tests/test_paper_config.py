@@ -41,6 +41,7 @@ SAME_AT_BOTH_SCALES = [
     "tilesets.eval.source_px", "tilesets.eval.jpeg_quality", "tilesets.mad.source_px", "tilesets.region.source_px",
     "tilesets.mad.max_tiles_per_scale", "tilesets.region.max_tiles_per_scale",   # null: every tile, both scales
     "samplers.range", "samplers.grid_step", "samplers.du_mpps",
+    "pretrain.train.views",                                                      # DINOv2 crops in both
     "pretrain.tileset", "pretrain.mad.tileset", "pretrain.mad.transition_weights", "pretrain.mad.standalone_p",
     "pretrain.mad.children", "pretrain.mad.ibot",                                # the MAD paper's settings
     "embed.tileset", "embed.mpps", "embed.anchor_mpp", "embed.resample", "embed.mean_patch", "embed.label_csv",
