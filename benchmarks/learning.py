@@ -15,7 +15,7 @@ functions, then for each strategy (du, cu) and seed:
   bottleneck on held-out views, and per mpp the kNN balanced accuracy (leave one slide out, k = 20,
   cosine) and RankMe, each beside its control.
 
-The bar (issue "the pretraining engine learns"): the DINO loss ends below 0.8·ln K in every run, and
+The bar: the DINO loss ends below 0.8·ln K in every run, and
 the kNN balanced accuracy averaged over the 7 mpps and the seeds is at least the control's + 0.10
 for each strategy, with no mpp below the control. The script exits 1 when the bar is missed.
 """

@@ -1,11 +1,13 @@
 """Losses, targets, gradients, head and parameter groups against outputs of the original DINOv2 code (b8931f7).
 
-The reference file lives in ``../shared/reference/`` next to the project (see its README). DINOv2 builds
+The reference file lives in ``../shared/reference/`` next to the project (see its README); without it these
+tests skip, unless MAGFLOW_REQUIRE_REFERENCE is set (as CI does), when they fail. DINOv2 builds
 its global-crop teacher targets from the teacher's CLS logits with the two crops swapped, so its
 ``teacher_dino_probs[0]`` is crop 1's; magflow keeps crop order and pairs the crops inside ``dino_loss``.
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,10 @@ ATOL = 1e-5
 @pytest.fixture(scope="module")
 def ref() -> dict[str, np.ndarray]:
     if not REFERENCE.is_file():
-        pytest.fail(f"the DINOv2 reference outputs are missing: expected {REFERENCE.name} in ../shared/reference/")
+        message = f"the DINOv2 reference outputs are missing: expected {REFERENCE.name} in ../shared/reference/"
+        if os.environ.get("MAGFLOW_REQUIRE_REFERENCE"):
+            pytest.fail(message)
+        pytest.skip(message)
     with np.load(REFERENCE) as data:
         return {key: data[key] for key in data.files}
 
