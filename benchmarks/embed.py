@@ -5,7 +5,9 @@
 
 A synthetic eval store (C = 224 px cells at 0.25/0.5/1.0/2.0 mpp, S px sources cut from one smooth
 texture by exact area reduction) holds anchors² tiles at 0.25 mpp. ``embed_tileset`` embeds them at
-the 7 profile mpps with a randomly initialised ViT exported as a run's teacher: HDF5 reads, windows,
+the 7 profile mpps with ``resample="nearest_scale"`` (each view from the nearest stored scale; this
+measures the nearest-scale path on a multi-scale store, not the default ``finest`` path on a
+finest-scale-only eval set) with a randomly initialised ViT exported as a run's teacher: HDF5 reads, windows,
 resizes, normalisation and the forward pass (bf16 autocast on CUDA, float32 on CPU), loader start
 included (on CUDA after one warm-up run). The bound is
 the same ViT's ``forward_features`` on a ready B×3×224×224 batch already on the device, under the
@@ -103,11 +105,11 @@ def main() -> None:
         export_teacher(backbone, root / "model", {"architecture": architecture(backbone, name, {}, CELL)})
         store = write_store(root / "bench.h5", args.anchors, args.source_px)
         if device.type == "cuda":  # a first run warms up CUDA, the kernels and the page cache
-            embed_tileset([store], root / "warm.h5", root / "model", batch_size=args.batch_size, workers=workers,
-                          progress=False)
+            embed_tileset([store], root / "warm.h5", root / "model", resample="nearest_scale",
+                          batch_size=args.batch_size, workers=workers, progress=False)
         start = time.perf_counter()
-        summary = embed_tileset([store], root / "out.h5", root / "model", batch_size=args.batch_size,
-                                workers=workers, progress=False)
+        summary = embed_tileset([store], root / "out.h5", root / "model", resample="nearest_scale",
+                                batch_size=args.batch_size, workers=workers, progress=False)
         total = time.perf_counter() - start
         views = summary["views"]
         vit = load_encoder(root / "model").model.vit.to(device)

@@ -6,15 +6,17 @@ Magnification is drawn once per training item (per image, as DINOv2 with continu
 sampling does): its two global and all its local crops share the item's mpp t, so the views of an
 item differ in position, orientation and colour, never in scale.
 
-DINOv2's random *resized* crop would change the magnification silently (a crop of area fraction a
-resized to 224 px sits at t·√a mpp). Here a view of n px is always a window of round(n·t/s) source
-pixels (s: the source patch's achieved mpp) at a random position inside the S×S source patch,
-resized to n px, so every view is at t (up to rounding the window to whole pixels: at most s/2n
+With ``views: exact``, DINOv2's random *resized* crop would change the magnification silently (a crop of
+area fraction a resized to 224 px sits at t·√a mpp), so a view of n px is always a window of
+round(n·t/s) source pixels (s: the source patch's achieved mpp) at a random position inside the S×S
+source patch, resized to n px: every view is at t (up to rounding the window to whole pixels: at most s/2n
 mpp). The spread of DINOv2's crop scales is replaced by the
 spread of the mpp distribution; a 96 px local covers (96/224)² = 18% of a 224 px global's area,
 inside DINOv2's local range (0.05, 0.32). Then, as DINOv2: colour jitter (p 0.8), grayscale (p 0.2),
 Gaussian blur (p 1.0 / 0.1 / 0.5 for the first global, second global, locals) and solarization on
 the second global (p 0.2); horizontal flips become the 8 flips/90° rotations (tissue has no up).
+``views: dinov2`` (``src/magflow/pretrain/dinov2_views.py``) is instead DINOv2's random-resized crop of a
+source patch cut at the drawn mpp.
 """
 
 from __future__ import annotations
