@@ -61,7 +61,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "drop_path": 0.0, "lr_scaling": "sqrt", "base_lr": 0.004,
                   # DINOv2's 0.04 -> 0.07 teacher collapses to uniform targets at this size (config/README.md)
                   "teacher_temp": 0.02, "warmup_teacher_temp": 0.02},
-        "iterations": 500, "slides": 4, "eval_slides": 4, "width_um": 1536.0,
+        "iterations": 1000, "slides": 4, "eval_slides": 4, "width_um": 1536.0,
     },
     "vits": {
         "train": {"arch": "vit_small_patch14_dinov2", "patch_size": 14, "global_size": 224, "local_size": 98,

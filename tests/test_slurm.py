@@ -115,7 +115,7 @@ def tiny_project(root: Path, rows: list[str]) -> Path:
     """The workflow test's tiny project (2-row sampler sweep, a 4-iteration pretraining run) with one
     small nested tile set that both pretraining and embedding read."""
     embed = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["embed"]
-    return make_project(root, rows, embed=dict(embed, tileset="train"), tilesets={
+    return make_project(root, rows, embed=dict(embed, tileset="train", resample="nearest_scale"), tilesets={
         "train": {"scales": [0.25, 0.5, 1.0, 2.0], "source_px": 512, "max_tiles_per_scale": 6, "nested": True}})
 
 
@@ -213,10 +213,10 @@ def test_every_job_went_through_sbatch(runs):
     logs = {p.stem: p.relative_to(slurm_logs).parts[0] for p in slurm_logs.rglob("*.log")}
     assert submitted and submitted == set(logs), (submitted, logs)
     # One Slurm job ran both slides' phantom -> tissue_mask -> extract_tiles, one the sampler sweep and its
-    # figure; every other job had its own.
+    # figure; every other job had its own (two embed jobs: the run and its init control).
     assert sorted(logs.values()) == sorted(
         ["group_per_slide_extract_tiles_phantom_tissue_mask", "group_sampler_sweep_optimize_sampler_plot_samplers",
-         "rule_slide_qc_table", "rule_tile_manifest", "rule_pretrain", "rule_embed"]), logs
+         "rule_slide_qc_table", "rule_tile_manifest", "rule_pretrain", "rule_embed", "rule_embed"]), logs
     assert "localrule" not in run.text, "a job ran outside Slurm"
     states = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobIdRaw,State", "-j", ",".join(submitted)],
                             capture_output=True, text=True, check=True).stdout.split()
@@ -229,7 +229,7 @@ def test_slurm_results_equal_local_results(runs):
     assert local.returncode == 0, local.text[-4000:]
     assert on_slurm.returncode == 0, on_slurm.text[-4000:]
     files = compared_files(local.root / "results")
-    assert len(files) == 11 and files == compared_files(on_slurm.root / "results"), files
+    assert len(files) == 12 and files == compared_files(on_slurm.root / "results"), files  # embeddings: run + control
     changed = {str(f): d for f in files
                if (d := differences(local.root / "results" / f, on_slurm.root / "results" / f))}
     assert not changed, changed
