@@ -1,7 +1,6 @@
 """The workflow plans every run's init control: its embedding and its RankMe and probe records (a dry run in a copy)."""
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,18 +8,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("Snakefile", "workflow", "config", "profiles")
+from test_workflow import REPO, copy_project
 
 
 def dry_run(root: Path, **tilesets) -> str:
     """``snakemake -n`` in a copy of the project at ``root``, with tile sets of the config replaced."""
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, root / name)
+    copy_project(root)
     if tilesets:
         config = yaml.safe_load((root / "config" / "config.yaml").read_text())
         config["tilesets"].update(tilesets)
