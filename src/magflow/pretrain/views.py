@@ -15,8 +15,6 @@ spread of the mpp distribution; a 96 px local covers (96/224)² = 18% of a 224 p
 inside DINOv2's local range (0.05, 0.32). Then, as DINOv2: colour jitter (p 0.8), grayscale (p 0.2),
 Gaussian blur (p 1.0 / 0.1 / 0.5 for the first global, second global, locals) and solarization on
 the second global (p 0.2); horizontal flips become the 8 flips/90° rotations (tissue has no up).
-``views: dinov2`` (``src/magflow/pretrain/dinov2_views.py``) is instead DINOv2's random-resized crop of a
-source patch cut at the drawn mpp.
 """
 
 from __future__ import annotations
