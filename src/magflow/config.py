@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import jsonschema
@@ -91,10 +95,121 @@ def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str])
 Settings = TypeVar("Settings")
 
 
+class SettingError(ConfigError):
+    """One bad field of a settings dataclass, named ``section.name``. A caller that knows where the
+    values came from names it there instead (:meth:`under`, :meth:`reworded`)."""
+
+    def __init__(self, section: str, name: str, problem: str) -> None:
+        self.section, self.name, self.problem = section, name, problem
+        super().__init__(f"{section}.{name}: {problem}")
+
+    def under(self, section: str) -> SettingError:
+        return SettingError(section, self.name, self.problem)
+
+    def reworded(self, where: str) -> ConfigError:
+        """The same problem with its field named by ``where`` (e.g. a sheet row and column)."""
+        return ConfigError(f"{where}: {self.problem}")
+
+
+Requirement = Callable[[bool, str, str], None]
+
+
+def requirement(settings: Any, section: str) -> Requirement:
+    """``need(ok, name, what)``: raise a :class:`SettingError` naming ``section.name``, what it must be
+    and the value given, unless ``ok``."""
+    def need(ok: bool, name: str, what: str) -> None:
+        if not ok:
+            raise SettingError(section, name, f"{what}, got {getattr(settings, name)!r}")
+    return need
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _kind(hint: Any) -> tuple[str, Any]:
+    """('number' | 'integer' | 'boolean' | 'string' | 'mapping' | 'tuple' | 'any', item hint of a tuple)."""
+    if hint is bool:
+        return "boolean", None
+    if hint is int:
+        return "integer", None
+    if hint is float:
+        return "number", None
+    if hint is str:
+        return "string", None
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return "tuple", args[0] if args else Any
+    if origin is dict or hint is dict:
+        return "mapping", None
+    return "any", None
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """What is wrong with ``value`` for a field typed ``hint`` (None when nothing is); NaN and infinities
+    are no numbers here (JSON Schema cannot refuse NaN, so this does)."""
+    members = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    if value is None:
+        return None if type(None) in members else "must be given (null is not allowed)"
+    problems = []
+    for member in (m for m in members if m is not type(None)):
+        kind, item = _kind(member)
+        if kind == "any":
+            return None
+        if kind == "boolean":
+            problem = None if isinstance(value, bool) else "must be true or false"
+        elif kind in ("number", "integer"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problem = "must be an integer" if kind == "integer" else "must be a number"
+            elif not math.isfinite(value):
+                problem = "must be a finite number (NaN and infinities are refused)"
+            elif kind == "integer" and not isinstance(value, int):
+                problem = "must be an integer"
+            else:
+                problem = None
+        elif kind == "string":
+            problem = None if isinstance(value, str) else "must be a string"
+        elif kind == "mapping":
+            problem = None if isinstance(value, Mapping) else "must be a mapping"
+        else:  # tuple
+            if not isinstance(value, (tuple, list)):
+                problem = "must be a list"
+            else:
+                inner = [_type_problem(v, item) for v in value]
+                problem = next((f"each item {p.removeprefix('must be ')}" for p in inner if p), None)
+                problem = f"must have {problem}" if problem else None
+        if problem is None:
+            return None
+        problems.append(problem)
+    return " or ".join(dict.fromkeys(problems)) + (" (or null)" if type(None) in members else "")
+
+
+def check_field_types(settings: Any, section: str) -> None:
+    """Refuse a field whose value has the wrong type for its annotation, or is NaN or infinite, naming
+    ``section.field``. Run first in a settings dataclass's ``__post_init__``, so the range checks after
+    it compare numbers."""
+    hints = _hints(type(settings))
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        problem = _type_problem(value, hints[field.name])
+        if problem:
+            raise SettingError(section, field.name, f"{problem}, got {value!r}")
+
+
+def in_order(values: Iterable[float]) -> bool:
+    """Whether ``values`` never decrease."""
+    items = list(values)
+    return all(a <= b for a, b in zip(items, items[1:]))
+
+
 def settings_from_dict(cls: type[Settings], values: Mapping[str, Any] | None, key: str) -> Settings:
     """A settings dataclass from a config block: defaults overridden by ``values``, lists turned into
     tuples where the default is a tuple (YAML has no tuples), and an unknown key refused with the
-    allowed ones, named under ``key`` (e.g. ``aggregate.abmil``)."""
+    allowed ones, named under ``key`` (e.g. ``aggregate.abmil``). A bad value (the dataclass's own
+    checks, raising :class:`SettingError`) is named under ``key`` too."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values = dict(values or {})
     unknown = sorted(set(values) - set(fields))
@@ -109,7 +224,10 @@ def settings_from_dict(cls: type[Settings], values: Mapping[str, Any] | None, ke
                 raise ConfigError(f"{key}.{name}: expected {kind} like {default!r}, got {value!r}")
         if isinstance(default, tuple) and isinstance(value, list):
             values[name] = tuple(value)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except SettingError as error:
+        raise error.under(key) from None
 
 
 def _yaml_value(text: str) -> Any:
@@ -117,3 +235,20 @@ def _yaml_value(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def requested_targets(argv: Sequence[str]) -> list[str] | None:
+    """The targets a Snakemake command line asks for: its target files and rules, and the rule names of
+    its ``--target-jobs`` (an empty list: the default target). Snakemake parses the workflow before it
+    hands the targets over, so a workflow that plans by target reads them here. None when ``argv`` is
+    not a Snakemake command line (the workflow driven through Snakemake's API): assume the default."""
+    if not argv or "snakemake" not in os.path.basename(os.path.dirname(argv[0])) + os.path.basename(argv[0]):
+        return None
+    try:
+        from snakemake.cli import get_argument_parser
+
+        args, _ = get_argument_parser().parse_known_args(list(argv[1:]))
+    except (ImportError, SystemExit, ValueError):
+        return None
+    jobs = [str(getattr(spec, "rulename", spec)) for spec in (getattr(args, "target_jobs", None) or [])]
+    return [*(str(t) for t in getattr(args, "targets", None) or []), *jobs]

@@ -4,17 +4,20 @@ before any job, without importing torch."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from magflow.config import settings_from_dict
+from magflow.config import SettingError, check_field_types, requirement, settings_from_dict
 from magflow.errors import ConfigError
 from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION
 
 OBJECTIVES = ("mem", "cmem")
 PRECISIONS = ("auto", "bf16", "fp32")
 SELECT = ("val_loss", "last")
+PRETRAIN_KEY = "aggregate.pretrain"
+ABMIL_KEY = "aggregate.abmil"
 _MODEL_KEYS = ("width", "depth", "heads", "mlp_ratio", "n_cls", "max_grid", "decoder_depth", "decoder_width")
 
 
@@ -93,31 +96,48 @@ class MixerTrainConfig:
     num_workers: int = 0               # DataLoader processes cutting regions (2-8 on a GPU node)
 
     def __post_init__(self) -> None:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"aggregate.pretrain.{key}: {what}, got {getattr(self, key)!r}")
-
+        check_field_types(self, PRETRAIN_KEY)
+        need = requirement(self, PRETRAIN_KEY)
         need(self.objective in OBJECTIVES, "objective", f"must be one of {OBJECTIVES}")
-        need(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
+        for key in ("width", "depth", "heads", "n_cls", "max_grid", "projector_hidden", "projector_dim"):
+            need(getattr(self, key) >= 1, key, "must be >= 1")
+        need(self.width % self.heads == 0, "width", f"must be a multiple of heads {self.heads}")
+        need(self.mlp_ratio > 0, "mlp_ratio", "must be > 0")
+        need(self.decoder_depth >= 0, "decoder_depth", "must be >= 0")
+        need(self.decoder_width is None or (self.decoder_width >= 1 and self.decoder_width % self.heads == 0),
+             "decoder_width", f"must be null (the width) or a positive multiple of heads {self.heads}")
         need(0 < self.mask_ratio < 1, "mask_ratio", "must be in (0, 1) (the paper sweeps 0.25/0.5/0.75)")
         need(self.context >= 1, "context", "must be >= 1 (and >= t; the paper uses 3, 7 or 11)")
-        need(self.tau > 0, "tau", "must be > 0")
-        need(self.batch_size >= 2 or self.objective == "mem", "batch_size", "must be >= 2 for CMEM (NT-Xent)")
+        need(self.tau > 0, "tau", "must be > 0 (the NT-Xent temperature)")
+        need(self.contrastive_weight >= 0, "contrastive_weight", "must be >= 0")
         need(self.batch_size >= 1, "batch_size", "must be >= 1")
+        need(self.batch_size >= 2 or self.objective == "mem", "batch_size", "must be >= 2 for CMEM (NT-Xent)")
         need(self.iterations >= 1, "iterations", "must be >= 1")
-        need(self.warmup_iters >= 0, "warmup_iters", "must be >= 0 (a warmup longer than the run is cut to it)")
-        need(self.base_lr > 0 and self.reference_batch >= 1, "base_lr", "must be > 0 with reference_batch >= 1")
+        need(self.warmup_iters >= 0, "warmup_iters", "must be >= 0")
+        need(self.base_lr > 0, "base_lr", "must be > 0")
+        need(self.reference_batch >= 1, "reference_batch", "must be >= 1")
+        need(self.min_lr >= 0, "min_lr", "must be >= 0 (the lr at the end of the cosine)")
+        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "must be two numbers in [0, 1)")
-        need(self.clip_grad is None or self.clip_grad > 0, "clip_grad", "must be > 0 or null")
+        need(self.clip_grad is None or self.clip_grad > 0, "clip_grad",
+             "must be > 0 (the max gradient norm) or null (no clipping)")
+        need(self.seed >= 0, "seed", "must be >= 0")
+        need(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
         need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
         need(self.log_every >= 1, "log_every", "must be >= 1")
         need(self.num_workers >= 0, "num_workers", "must be >= 0")
-        self.mixer(1, 1)  # the shape checks
+
+    def validate(self, section: str = PRETRAIN_KEY) -> MixerTrainConfig:
+        """The rules between fields that the workflow checks before any job: no warm-up longer than the
+        run. Returns ``self``."""
+        requirement(self, section)(self.warmup_iters <= self.iterations, "warmup_iters",
+                                   f"must be <= iterations {self.iterations} (the lr warm-up)")
+        return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MixerTrainConfig:
         """Defaults overridden by ``values``; an unknown key is refused with the allowed ones."""
-        return settings_from_dict(cls, values, "aggregate.pretrain")
+        return settings_from_dict(cls, values, PRETRAIN_KEY)
 
     def mixer(self, in_dim: int, n_scales: int) -> MixerConfig:
         return MixerConfig(in_dim=in_dim, n_scales=n_scales, **{k: getattr(self, k) for k in _MODEL_KEYS})
@@ -148,22 +168,87 @@ class MILConfig:
     val_fraction: float = VAL_FRACTION
 
     def __post_init__(self) -> None:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"aggregate.abmil.{key}: {what}, got {getattr(self, key)!r}")
-
+        check_field_types(self, ABMIL_KEY)
+        need = requirement(self, ABMIL_KEY)
         need(self.lr > 0, "lr", "must be > 0")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
         need(self.epochs >= 1, "epochs", "must be >= 1")
         need(self.freeze_epochs >= 0, "freeze_epochs", "must be >= 0 (epochs with the encoder frozen)")
-        need(0 < self.layer_decay <= 1, "layer_decay", "must be in (0, 1]")
+        need(0 < self.layer_decay <= 1, "layer_decay", "must be in (0, 1] (1: no layer-wise decay)")
         need(self.groups_per_batch >= 1, "groups_per_batch", "must be >= 1")
+        need(self.hidden_dim is None or self.hidden_dim >= 1, "hidden_dim", "must be >= 1 or null (no projection)")
+        need(self.attn_dim >= 1, "attn_dim", "must be >= 1")
         need(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
         need(self.select in SELECT, "select", f"must be one of {SELECT}")
         need(len(self.seeds) >= 1, "seeds", "must name at least one seed")
+        need(all(seed >= 0 for seed in self.seeds) and len(set(self.seeds)) == len(self.seeds), "seeds",
+             "must be distinct integers >= 0")
+        need(0 < self.test_fraction < 1, "test_fraction", "must be in (0, 1)")
+        need(0 < self.val_fraction < 1 and self.test_fraction + self.val_fraction < 1, "val_fraction",
+             f"must be in (0, 1) with test_fraction + val_fraction < 1 (test_fraction is {self.test_fraction})")
+
+    def validate(self, section: str = ABMIL_KEY) -> MILConfig:
+        """The rules between fields that the workflow checks before any job: the frozen epochs fit in the
+        run. Returns ``self``."""
+        requirement(self, section)(self.freeze_epochs <= self.epochs, "freeze_epochs",
+                                   f"must be <= epochs {self.epochs}")
+        return self
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> MILConfig:
         """Defaults overridden by ``values``; an unknown key is refused with the allowed ones."""
-        return settings_from_dict(cls, values, "aggregate.abmil")
+        return settings_from_dict(cls, values, ABMIL_KEY)
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any] | None) -> MILConfig:
+        """The workflow's check of ``aggregate.abmil``: :meth:`from_dict`, then :meth:`validate`."""
+        return cls.from_dict(values).validate()
+
+
+def check_mixer_sweep(pretrain: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]], source: str, t: int,
+                      scales: Sequence[float]) -> None:
+    """Every mixer run's settings (``aggregate.pretrain`` with the run's row of the sweep ``source`` on
+    top) before any job: a bad value from the sheet is named by its row and column, one from
+    ``aggregate.pretrain`` by its key. Also CMEM's context against the regions' side ``t``
+    (``aggregate.t``) and the mixer's position grid against the region's extent in finest-scale cells."""
+    ratio = max(scales) / min(scales) if scales else 1.0
+    cells = round(t * ratio)  # a region's side in finest-scale cells: its token positions run up to it
+    for number, (name, row) in enumerate(runs.items(), start=2):
+        where = f"aggregate.runs: {source} row {number} (mixer run {name})"
+        try:
+            config = MixerTrainConfig.from_dict({**pretrain, **row}).validate()
+        except SettingError as error:
+            if error.name in row:
+                raise error.reworded(f"{where}, column {error.name}") from None
+            raise ConfigError(f"{error} (for {where})") from None
+        if config.objective == "cmem" and config.context < t:
+            raise ConfigError(f"{where}, column context: CMEM's context must be >= aggregate.t {t} (the two t x t "
+                              f"views are cut from the c x c context), got {config.context}")
+        if config.max_grid < cells:
+            raise ConfigError(f"{PRETRAIN_KEY}.max_grid: must be >= {cells}, the side of an aggregate.t = {t} region "
+                              f"in finest-scale cells ({max(scales):g} to {min(scales):g} mpp), got {config.max_grid}")
+
+
+TARGET_RULES = ("all", "region_embed", "pretrain_mixer", "abmil", "abmil_table", "report_index")
+TARGET_FOLDERS = ("results/regions/", "results/mixers/", "results/abmil/")
+TARGET_FILES = ("results/report/abmil_auroc.html", "results/report/abmil_auroc.tsv", "results/report/index.html")
+
+
+def aggregation_wanted(encoder: str | None, targets: Iterable[str] | None) -> bool:
+    """Whether a Snakemake invocation plans region aggregation: an ``aggregate.encoder`` is set and the
+    targets asked for (none, or unknown: None, the default target ``all``) include it: ``all``, an
+    aggregation rule, one of its outputs, or the report index (which shows the AB-MIL table). Otherwise
+    its settings go unused and unchecked, so a runs sheet without the encoder's run still plans
+    pretraining, say."""
+    if encoder is None:
+        return False
+    targets = [str(target) for target in targets or []]
+    if not targets:
+        return True
+    for target in targets:
+        rule = target.split(":", 1)[0]  # --target-jobs gives rule:wildcards
+        path = os.path.normpath(os.path.relpath(target) if os.path.isabs(target) else target)
+        if rule in TARGET_RULES or path in TARGET_FILES or path.startswith(TARGET_FOLDERS):
+            return True
+    return False
