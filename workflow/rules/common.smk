@@ -10,12 +10,13 @@ from magflow.embed.control import CONTROL_KEY, control_name
 from magflow.embed.external import external_models
 from magflow.embed.labels import sidecar_path
 from magflow.aggregate.methods import MIXER_COLUMNS, check_mixer_runs, slide_methods
-from magflow.aggregate.settings import MILConfig, MixerTrainConfig
+from magflow.aggregate.settings import MILConfig, aggregation_wanted, check_mixer_sweep
+from magflow.config import requested_targets
 from magflow.errors import ConfigError
 from magflow.evaluate.families import METRIC_NAMES
 from magflow.evaluate.settings import EvalSettings
-from magflow.pretrain.train_config import TrainConfig
-from magflow.pretrain.mad_config import MadConfig
+from magflow.pretrain.train_config import TrainConfig, check_run_columns
+from magflow.pretrain.mad_config import check_mad_runs
 from magflow.pretrain.runs import RUN_COLUMNS, check_runs, is_mad, match_sampler
 from magflow.report.names import FIGURES, TABLES
 from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
@@ -107,12 +108,14 @@ def sampler_figures():
 
 # -- pretraining runs: one job per row of the runs TSV (strategy x seed) ------------------------------
 PRETRAIN = config["pretrain"]
-TrainConfig.from_dict(PRETRAIN["train"])  # unknown or invalid training keys stop the run before any job
+# unknown or out-of-range training keys stop the run before any job, each named (pretrain.train.base_lr)
+_TRAIN = TrainConfig.from_config(PRETRAIN["train"])
 if PRETRAIN["tileset"] not in config["tilesets"]:
     raise ConfigError(f"pretrain.tileset: '{PRETRAIN['tileset']}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
 _runs = pd.read_csv(PRETRAIN["runs"], sep="\t", comment="#")
 check_runs(_runs.to_dict("records"), source=PRETRAIN["runs"])
 RUN_SPACE = Paramspace(_runs[list(RUN_COLUMNS)], filename_params="*", single_wildcard="run")
+check_run_columns(_TRAIN, dict(zip(RUN_SPACE.instance_patterns, _runs.to_dict("records"))), PRETRAIN["runs"])
 _RUN_SAMPLERS = {
     pattern: list(SAMPLER_SPACE.instance_patterns)[
         match_sampler(row, SAMPLER_SPACE.dataframe.to_dict("records"), SAMPLER_SETTINGS, f"{PRETRAIN['runs']} row {i + 2}")
@@ -126,10 +129,9 @@ MAD_SETTINGS = dict(PRETRAIN.get("mad") or {})
 MAD_TILESET = MAD_SETTINGS.pop("tileset", "mad")
 MAD_TRAIN = {**PRETRAIN["train"], **MAD_SETTINGS.pop("train", {})}  # whole keys of pretrain.train replaced
 if _MAD_RUNS:
-    MadConfig.from_dict(MAD_SETTINGS)  # unknown or invalid MAD keys stop the run before any job
-    TrainConfig.from_dict(MAD_TRAIN)
-    if MAD_TILESET not in config["tilesets"]:
-        raise ConfigError(f"pretrain.mad.tileset: '{MAD_TILESET}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
+    # unknown or invalid MAD keys, and their training settings, stop the run before any job
+    check_mad_runs(MAD_SETTINGS, PRETRAIN["train"], (PRETRAIN.get("mad") or {}).get("train") or {},
+                   config["tilesets"], MAD_TILESET)
 
 
 def run_sampler(wildcards):
@@ -294,13 +296,14 @@ def evaluation_targets():
 
 # -- region aggregation: regions of one frozen tile encoder, mixer runs (objective x r x c), AB-MIL --------
 AGGREGATE = config["aggregate"]
-AGG_ENCODER = AGGREGATE["encoder"]
+# None where the requested targets need no aggregation (e.g. only pretraining): its settings go unchecked
+AGG_ENCODER = AGGREGATE["encoder"] if aggregation_wanted(AGGREGATE["encoder"], requested_targets(sys.argv)) else None
 MIXER_RUNS = {}
 SLIDE_METHODS = {}
 if AGG_ENCODER is not None:
     if AGG_ENCODER not in EMBED_MODELS:
         raise ConfigError(f"aggregate.encoder: '{AGG_ENCODER}' is neither a pretraining run nor an embed.external "
-                          f"baseline; choose one of: {', '.join(EMBED_MODELS)}")
+                          f"baseline; choose one of: {', '.join(EMBED_MODELS)}, or set aggregate.encoder: null (no aggregation)")
     if AGGREGATE["tileset"] not in config["tilesets"]:
         raise ConfigError(f"aggregate.tileset: '{AGGREGATE['tileset']}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
     AGG_SCALES = sorted(config["tilesets"][AGGREGATE["tileset"]]["scales"], reverse=True)
@@ -314,9 +317,9 @@ if AGG_ENCODER is not None:
     MIXER_SPACE = Paramspace(_mixer_runs[list(MIXER_COLUMNS)], filename_params="*", single_wildcard="mixer")
     MIXER_RUNS = check_mixer_runs(dict(zip(MIXER_SPACE.instance_patterns, _mixer_runs.to_dict("records"))),
                                   AGGREGATE["runs"])
-    for _row in MIXER_RUNS.values():  # unknown or invalid keys stop the run before any job
-        MixerTrainConfig.from_dict({**AGGREGATE["pretrain"], **_row})
-    MILConfig.from_dict(AGGREGATE["abmil"])
+    # unknown or out-of-range keys stop the run before any job, named by key or by the sweep's row and column
+    check_mixer_sweep(AGGREGATE["pretrain"], MIXER_RUNS, AGGREGATE["runs"], AGGREGATE["t"], AGG_SCALES)
+    MILConfig.from_config(AGGREGATE["abmil"])
     SLIDE_METHODS = slide_methods(MIXER_RUNS, AGGREGATE["modes"], AGG_SCALES)
 
 
