@@ -93,7 +93,7 @@ def test_bad_slide_fails_alone_and_names_itself(finished_run):
     log = (root / "logs" / "tissue_mask" / "bad_slide.log").read_text()
     assert "bad_slide" in log and "corrupt" in log
     assert not (root / "results" / "masks" / "bad_slide.h5").exists()
-    leftovers = [p.name for p in (root / "results").rglob("*") if ".tmp-" in p.name]
+    leftovers = [p.name for p in (root / "results").rglob("*") if ".tmp" in p.name]
     assert not leftovers, f"partial outputs left behind: {leftovers}"
     for slide_id in ("tiny_a", "tiny_20x"):  # --keep-going finished the others
         assert (root / "results" / "masks" / f"{slide_id}.qc.png").stat().st_size > 1000

@@ -43,7 +43,12 @@ def _mask(args: argparse.Namespace) -> int:
 
     slide_id = args.slide_id or Path(args.slide).stem
     params = TissueParams(mpp=args.tissue_mpp, min_saturation=args.min_saturation)
-    result = make_tissue_mask(args.slide, slide_id, args.out_mask, args.out_qc, params, args.mpp)
+    result = make_tissue_mask(args.slide, slide_id, args.out_mask, args.out_qc, params, args.mpp,
+                              brightfield_check=not args.no_brightfield_check)
+    if result.refused:
+        print(f"magflow mask: error: {result.refused} (With this command: --no-brightfield-check.)",
+              file=sys.stderr)
+        return 2
     print(f"{slide_id}: tissue fraction {result.tissue_fraction:.3f}"
           + (f" (WARNING: {'; '.join(result.warnings)})" if result.warnings else ""))
     return 0
@@ -140,11 +145,13 @@ def _report(args: argparse.Namespace) -> int:
 def _read(args: argparse.Namespace) -> int:
     from PIL import Image
 
+    from magflow.atomic import atomic_path
     from magflow.slides.reader import Slide
 
     with Slide(args.slide, None, args.mpp) as slide:
         pixels, achieved = slide.read_region(args.x, args.y, args.size, args.size, args.target_mpp)
-    Image.fromarray(pixels).save(args.out)
+    with atomic_path(args.out) as tmp:
+        Image.fromarray(pixels).save(tmp)
     print(f"wrote {args.out}: {args.size}x{args.size} px at {achieved:g} mpp")
     return 0
 
@@ -244,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column")
     p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the mask (µm/px)")
     p.add_argument("--min-saturation", type=float, default=0.05)
+    p.add_argument("--no-brightfield-check", action="store_true",
+                   help="accept a slide that does not look like a brightfield scan (the sheet's brightfield_check: off)")
     p.set_defaults(handler=_mask)
 
     p = steps.add_parser("tiles", help="extract a multi-scale tile store (HDF5) from a slide and its mask")

@@ -19,3 +19,7 @@ class UpsamplingError(MagflowError):
 
 class ConfigError(MagflowError):
     """A config value or slide-sheet entry is invalid."""
+
+
+class OutputError(MagflowError):
+    """An output cannot be written: its folder is not writable, or its disk is full."""

@@ -68,6 +68,10 @@ def rule_resources(key, **fixed):
                               f"set by the rule's own settings; remove it from resources.{key}.")
     return chosen
 
+def slide_brightfield_check(wildcards):
+    return bool(slide_entry(wildcards.slide_id)["brightfield_check"])
+
+
 
 def preprocess_targets():
     return (

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -61,7 +62,19 @@ class StoreWriter:
                  scales: list[ScaleContent], source_px: int, jpeg_quality: int | None = None) -> None:
         self._atomic = atomic_path(path)
         tmp = self._atomic.__enter__()
-        self._h5 = h5py.File(tmp, "w")
+        h5 = None
+        try:
+            h5 = self._h5 = h5py.File(tmp, "w")
+            self._create(root_attrs, scales, source_px, jpeg_quality)
+        except BaseException as error:
+            if h5 is not None:
+                with suppress(Exception):  # the error being raised says more
+                    h5.close()
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
+
+    def _create(self, root_attrs: dict[str, Any], scales: list[ScaleContent], source_px: int,
+                jpeg_quality: int | None) -> None:
         write_attrs(self._h5, {key: value if isinstance(value, (str, int, float)) else json.dumps(value, default=str)
                                for key, value in root_attrs.items()})
         self.images: list[h5py.Dataset] = []
@@ -93,7 +106,12 @@ class StoreWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._h5.close()
+        try:
+            self._h5.close()  # flushes: a full disk may first show here
+        except BaseException as error:
+            if exc is None:
+                self._atomic.__exit__(type(error), error, error.__traceback__)
+                raise
         self._atomic.__exit__(exc_type, exc, tb)
 
 
