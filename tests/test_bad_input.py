@@ -30,20 +30,41 @@ def test_missing_path(tmp_path):
 def test_corrupt_truncated_file(tmp_path, good):
     bad = tmp_path / "truncated.svs"
     bad.write_bytes(good.read_bytes()[:4000])
-    assert "corrupt or truncated" in _message(bad)
+    assert "damaged or truncated" in _message(bad)
+
+
+@pytest.mark.parametrize("keep", [2, 4000, 0.9])
+def test_truncated_svs_says_damaged_or_truncated(tmp_path, good, keep):
+    """Cut before the magic number, before the first directory, or inside the pyramid: never "not a format"."""
+    data = good.read_bytes()
+    bad = tmp_path / "cut.svs"
+    bad.write_bytes(data[:keep if isinstance(keep, int) else int(len(data) * keep)])
+    message = _message(bad)
+    assert "damaged or truncated" in message and "not a format" not in message
+
+
+def test_truncated_real_svs_says_damaged_or_truncated(tmp_path, real_slide):
+    data = real_slide.read_bytes()
+    for fraction in (0.5, 0.9):
+        bad = tmp_path / f"cut_{fraction}.svs"
+        bad.write_bytes(data[:int(len(data) * fraction)])
+        message = _message(bad, "cmu_cut")
+        assert "damaged or truncated" in message and "OpenSlide cannot read" not in message
 
 
 def test_unsupported_format(tmp_path):
-    png = tmp_path / "photo.png"
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(png)
-    message = _message(png)
-    assert "not a whole-slide image format" in message and "vips" in message
+    gif = tmp_path / "photo.gif"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(gif)
+    message = _message(gif)
+    assert "not a format magflow reads" in message and "vips" in message
 
 
-def test_non_wsi_plain_tiff(tmp_path):
+def test_plain_image_without_sheet_mpp_names_the_column(tmp_path):
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, np.zeros((256, 256, 3), np.uint8), photometric="rgb")  # strips, not tiles
-    assert "plain (strip-based) TIFF, not a tiled whole-slide image" in _message(plain)
+    with pytest.raises(MissingMppError) as caught:
+        Slide(plain, "region_9")
+    assert "region_9" in str(caught.value) and "`mpp` column" in str(caught.value)
 
 
 def test_empty_file(tmp_path):

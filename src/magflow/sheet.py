@@ -1,4 +1,5 @@
-"""The slide sheet: one row per slide (slide_id, path, mpp?, split, group?, label?, annotation?)."""
+"""The slide sheet: one row per slide (slide_id, path, mpp?, split, group?, label?, annotation?,
+brightfield_check?)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from magflow.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 REQUIRED = ("slide_id", "path", "split")
-OPTIONAL = ("mpp", "group", "label", "annotation")
+OPTIONAL = ("mpp", "group", "label", "annotation", "brightfield_check")
+SWITCH = {"": True, "on": True, "off": False}  # brightfield_check: empty means on
 SLIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # used in file names and Snakemake wildcards
 
 
@@ -26,6 +28,7 @@ class SlideEntry:
     group: str | None = None
     label: str | None = None
     annotation: str | None = None
+    brightfield_check: bool = True  # False: accept a slide that does not look like a brightfield scan
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -42,6 +45,13 @@ def _mpp(value: str, where: str) -> float | None:
     if not math.isfinite(mpp) or mpp <= 0:
         raise ConfigError(f"{where}: mpp must be a positive number of microns per pixel, got '{value}'")
     return mpp
+
+
+def _switch(value: str, where: str) -> bool:
+    if value.strip().lower() not in SWITCH:
+        raise ConfigError(f"{where}: brightfield_check '{value}' must be 'on' (or empty: refuse a slide that "
+                          "does not look like a brightfield scan) or 'off' (accept it deliberately)")
+    return SWITCH[value.strip().lower()]
 
 
 def read_sheet(path: str | os.PathLike[str]) -> list[SlideEntry]:
@@ -75,6 +85,7 @@ def read_sheet(path: str | os.PathLike[str]) -> list[SlideEntry]:
                 mpp=_mpp(values.get("mpp", ""), where),
                 group=values.get("group") or None, label=values.get("label") or None,
                 annotation=values.get("annotation") or None,
+                brightfield_check=_switch(values.get("brightfield_check", ""), where),
             ))
     ids = [e.slide_id for e in entries]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})

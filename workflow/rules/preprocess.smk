@@ -36,8 +36,10 @@ rule tissue_mask:
     params:
         slide=slide_path,
         sheet_mpp=slide_mpp,
+        brightfield_check=slide_brightfield_check,
         tissue=config["tissue"],
         tolerance=config["read"]["upsample_tolerance"],
+        max_plain_megapixels=config["read"]["max_plain_image_megapixels"],
     group:
         "per_slide"
     resources:
@@ -82,6 +84,7 @@ rule extract_tiles:
         sheet_mpp=slide_mpp,
         tileset=lambda wildcards: config["tilesets"][wildcards.tileset],
         tolerance=config["read"]["upsample_tolerance"],
+        max_plain_megapixels=config["read"]["max_plain_image_megapixels"],
     threads: config["extract"]["workers"]
     group:
         "per_slide"

@@ -10,6 +10,7 @@ extract_tiles(
     TileSetParams(name=snakemake.wildcards.tileset, **snakemake.params.tileset),
     sheet_mpp=snakemake.params.sheet_mpp,
     tolerance=snakemake.params.tolerance,
+    max_plain_megapixels=snakemake.params.max_plain_megapixels,
     workers=snakemake.threads,
     config=snakemake.config,
 )

@@ -11,5 +11,7 @@ make_tissue_mask(
     TissueParams(**snakemake.params.tissue),
     sheet_mpp=snakemake.params.sheet_mpp,
     tolerance=snakemake.params.tolerance,
+    brightfield_check=snakemake.params.brightfield_check,
+    max_plain_megapixels=snakemake.params.max_plain_megapixels,
     config=snakemake.config,
 )

@@ -24,6 +24,8 @@ def write_mask(path: str | os.PathLike[str], result: TissueMask, slide: dict[str
         h5.attrs["tissue_fraction"] = result.tissue_fraction
         h5.attrs["warnings"] = json.dumps(result.warnings)
         h5.attrs["params"] = json.dumps(result.params)
+        h5.attrs["brightness"] = result.brightness
+        h5.attrs["refused"] = result.refused
         h5.attrs["slide"] = json.dumps(slide)
         h5.attrs["provenance"] = json.dumps(provenance, default=str)
 
@@ -37,6 +39,8 @@ def read_mask(path: str | os.PathLike[str]) -> tuple[TissueMask, dict[str, Any]]
             threshold=float(h5.attrs["threshold"]),
             warnings=json.loads(h5.attrs["warnings"]),
             params=json.loads(h5.attrs["params"]),
+            brightness=float(h5.attrs.get("brightness", float("nan"))),
+            refused=str(h5.attrs.get("refused", "")),
         )
         slide = json.loads(h5.attrs["slide"])
     return result, slide
@@ -53,8 +57,12 @@ def mask_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         "width_px": slide["dimensions"][0],
         "height_px": slide["dimensions"][1],
         "levels": len(slide["levels"]),
+        "status": "refused" if result.refused else "ok",
+        "reader": slide.get("reader", "openslide"),
         "tissue_fraction": round(result.tissue_fraction, 4),
         "tissue_area_mm2": round(float(result.mask.sum()) * result.mpp ** 2 / 1e6, 4),
-        "warnings": "; ".join(result.warnings),
+        "brightness": round(result.brightness, 1),
+        "otsu_threshold": round(result.threshold, 3),
+        "warnings": "; ".join(([result.refused] if result.refused else []) + result.warnings),
         "mask": Path(path).name,
     }

@@ -1,4 +1,9 @@
-"""Deterministic tissue detection: saturation threshold (Otsu, with a floor) and µm-sized morphology."""
+"""Deterministic tissue detection: saturation threshold (Otsu, with a floor) and µm-sized morphology.
+
+It is made for brightfield stains (H&E): bright glass, coloured tissue. A scan with a dark background
+(fluorescence, dark-field), or one whose "tissue" covers nearly all of it, breaks that assumption; its
+measured values are checked by :func:`brightfield_problems` so such a slide can be refused.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ class TissueParams:
     close_um: float = 16.0           # closing radius that bridges small gaps inside tissue
     min_tissue_um2: float = 20000.0  # connected components smaller than this are specks, removed
     max_hole_um2: float = 4000.0     # holes smaller than this are filled; larger ones (lumens, tears) kept
+    min_brightness: float = 100.0    # median brightness (0-255) below this: a dark background, not brightfield
+    max_fraction: float = 0.95       # tissue over more than this fraction of the scan is not believed
 
 
 @dataclass
@@ -29,6 +36,8 @@ class TissueMask:
     threshold: float
     warnings: list[str] = field(default_factory=list)
     params: dict[str, float] = field(default_factory=dict)
+    brightness: float = float("nan")  # median brightness (luma, 0-255) of the image the mask was made from
+    refused: str = ""  # why the slide is refused ("" when it is not); set by the mask step
 
     @property
     def tissue_fraction(self) -> float:
@@ -53,6 +62,26 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     mu1 = (np.sum(weights * centers) - np.cumsum(weights * centers)) / np.maximum(w1, 1e-12)
     between = w0 * w1 * (mu0 - mu1) ** 2
     return float(edges[1:][int(np.argmax(between))])
+
+
+def median_brightness(rgb: np.ndarray) -> float:
+    """Median luma (ITU-R 601, 0-255) of a uint8 RGB image: glass is ~240 on a brightfield scan."""
+    if not rgb.size:
+        return float("nan")
+    luma = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return float(np.median(luma))
+
+
+def brightfield_problems(result: TissueMask, params: TissueParams) -> list[str]:
+    """What makes ``result`` look unlike a brightfield scan, each with the value measured; [] when nothing."""
+    problems = []
+    if result.brightness < params.min_brightness:
+        problems.append(f"its median brightness is {result.brightness:.0f} of 255, below tissue.min_brightness "
+                        f"{params.min_brightness:g}: a dark background, as in fluorescence or dark-field")
+    if result.tissue_fraction > params.max_fraction:
+        problems.append(f"the tissue mask covers {result.tissue_fraction:.1%} of the scan, above "
+                        f"tissue.max_fraction {params.max_fraction:g}: the background was taken for tissue")
+    return problems
 
 
 def _disk(radius_px: int) -> np.ndarray:
@@ -80,7 +109,7 @@ def detect_tissue(rgb: np.ndarray, mpp: float, params: TissueParams) -> TissueMa
     if not mask.any():
         warnings.append("no tissue detected: the mask is empty (blank slide, or thresholds too strict: "
                         "lower tissue.min_saturation / tissue.min_tissue_um2)")
-    return TissueMask(mask, mpp, threshold, warnings, asdict(params))
+    return TissueMask(mask, mpp, threshold, warnings, asdict(params), median_brightness(rgb))
 
 
 def _component_sizes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

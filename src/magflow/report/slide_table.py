@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import os
 from collections.abc import Sequence
 
@@ -19,9 +20,16 @@ def write_slide_table(mask_paths: Sequence[str | os.PathLike[str]], tsv_path: st
         writer.writeheader()
         writer.writerows(rows)
     flagged = sum(1 for row in rows if row["warnings"])
+    refused = [str(row["slide_id"]) for row in rows if row.get("status") == "refused"]
     intro = (f"<p>{len(rows)} slides; {flagged} with warnings (highlighted). mpp_source tells which link "
              "of the mpp chain gave each slide's resolution: sheet, openslide.mpp, vendor:&lt;key&gt; or "
-             "tiff.resolution.</p>")
+             "tiff.resolution; reader is openslide, or plain-image for a PNG, JPEG or strip TIFF read "
+             "with the sheet's mpp.</p>")
+    if refused:
+        intro += (f"<p><b>Refused as not brightfield ({len(refused)}): {html.escape(', '.join(refused))}.</b> "
+                  "Their tiles are not extracted; the warnings column says what was measured. Set "
+                  "<code>brightfield_check</code> to <code>off</code> in a slide's sheet row to accept it "
+                  "deliberately.</p>")
     with atomic_path(html_path) as tmp:
         tmp.write_text(page("magflow - slides", intro, table(rows, "Slides and tissue", warn_key="warnings")))
     return rows

@@ -25,9 +25,13 @@ def plot_tissue_qc(path: str | os.PathLike[str], thumbnail: np.ndarray, result: 
         ax.contour(np.linspace(0, extent_mm[1], width), np.linspace(0, extent_mm[2], height),
                    result.mask.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
     note = f"tissue {result.tissue_fraction:.1%} at {result.mpp:g} µm/px"
+    if result.refused:
+        note += (f", median brightness {result.brightness:.0f}/255\nREFUSED: not a brightfield scan "
+                 "(see the slide QC table; the sheet's brightfield_check: off accepts it)")
     if result.warnings:
         note += "\nWARNING: " + "; ".join(result.warnings)
-    ax.set_title(f"{title}\n{note}", fontsize=8, color="crimson" if result.warnings else "black")
+    flagged = bool(result.warnings or result.refused)
+    ax.set_title(f"{title}\n{note}", fontsize=8, color="crimson" if flagged else "black")
     ax.set_xlabel("mm")
     ax.set_ylabel("mm")
     fig.tight_layout()

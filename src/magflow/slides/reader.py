@@ -1,4 +1,8 @@
-"""Open a whole-slide image with OpenSlide and read regions at a physical resolution (mpp)."""
+"""Open a whole-slide image with OpenSlide and read regions at a physical resolution (mpp).
+
+A plain image (PNG, JPEG, strip TIFF) with its mpp in the slide sheet is read as a one-level slide
+(``plain_image``); everything else goes through OpenSlide.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ import openslide
 from PIL import Image
 
 from magflow.errors import SlideError, UpsamplingError
-from magflow.slides.diagnose import explain_open_failure
+from magflow.slides.diagnose import explain_open_failure, plain_image_format
 from magflow.slides.mpp import MppInfo, resolve_mpp
+from magflow.slides.plain_image import open_plain_image
 from magflow.slides.tiff_tiles import TiffTileDecoder
 
 Rects = list[tuple[int, int, int, int]]
@@ -27,6 +32,7 @@ INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
 }
 DEFAULT_TOLERANCE = 0.02
+DEFAULT_MAX_PLAIN_MEGAPIXELS = 400.0  # a plain image is decoded whole: 400 Mpx (20k x 20k) is 1.2 GB as RGB
 FAST_VENDORS = ("aperio", "generic-tiff")
 # The direct tile decoder must reproduce OpenSlide's pixels; libjpeg builds may differ by an IDCT rounding.
 FAST_MAX_ABS_DIFF, FAST_MEAN_ABS_DIFF = 8, 0.5
@@ -94,22 +100,34 @@ def _rgba_to_rgb_on_white(image: Image.Image) -> np.ndarray:
 
 
 class Slide:
-    """An opened WSI with a trustworthy mpp. Use as a context manager, or call ``close()``."""
+    """An opened WSI with a trustworthy mpp. Use as a context manager, or call ``close()``.
+
+    ``reader`` says what opened it: ``openslide``, or ``plain-image`` for a PNG, JPEG or strip TIFF
+    decoded whole with Pillow (only with ``sheet_mpp``, and up to ``max_plain_megapixels``).
+    """
 
     def __init__(self, path: str | os.PathLike[str], slide_id: str | None = None,
                  sheet_mpp: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
-                 fast_decode: bool = True) -> None:
+                 fast_decode: bool = True, max_plain_megapixels: float = DEFAULT_MAX_PLAIN_MEGAPIXELS) -> None:
         self.path = Path(path)
         self.slide_id = slide_id or self.path.stem
         self.tolerance = tolerance
         self._fast_wanted = fast_decode
         self._fast: TiffTileDecoder | None = None
         self._pool: tuple[Executor, int] | None = None
-        self.decoder = "openslide"
+        self._image: Image.Image | None = None
+        self._vendor: str | None = None
+        self.decoder = self.reader = "openslide"
+        self._osr: openslide.AbstractSlide
         try:
             self._osr = openslide.OpenSlide(str(self.path))
         except (openslide.OpenSlideError, OSError) as error:
-            raise SlideError(explain_open_failure(self.path, self.slide_id)) from error
+            kind = plain_image_format(self.path)
+            if kind is None:
+                raise SlideError(explain_open_failure(self.path, self.slide_id)) from error
+            self._osr, self._image = open_plain_image(self.path, self.slide_id, kind, sheet_mpp,
+                                                      max_plain_megapixels)
+            self.decoder, self.reader, self._vendor = "pillow", "plain-image", f"plain {kind}"
         self.properties: dict[str, str] = dict(self._osr.properties)
         self.mpp_info: MppInfo = resolve_mpp(self.properties, self.slide_id, sheet_mpp)
         base = self.mpp_info.mpp
@@ -129,7 +147,7 @@ class Slide:
 
     @property
     def vendor(self) -> str:
-        return self.properties.get("openslide.vendor", "unknown")
+        return self._vendor or self.properties.get("openslide.vendor", "unknown")
 
     def metadata_mpp(self) -> MppInfo | None:
         """The mpp the file's own metadata gives, ignoring the sheet (None when it has none)."""
@@ -151,6 +169,7 @@ class Slide:
             "mpp_source": self.mpp_info.source,
             "metadata_mpp": meta.mpp if meta else None,
             "dimensions": list(self.dimensions),
+            "reader": self.reader,
             "decoder": self.decoder,
             "levels": [[lv.downsample, lv.mpp, lv.width, lv.height] for lv in self.levels],
             **slide_identity(self.path),
@@ -198,8 +217,8 @@ class Slide:
     def _read_error(self, level: int, x0: int, y0: int, width: int, height: int, error: Exception) -> SlideError:
         return SlideError(
             f"Slide '{self.slide_id}' ({self.path}): failed to decode the region at level {level}, "
-            f"({x0}, {y0}) size {width}x{height}: {error}. The file is probably corrupt or truncated; "
-            "re-copy or re-export it, or drop it from the slide sheet."
+            f"({x0}, {y0}) size {width}x{height}: {error}. The file is damaged or truncated (corrupt "
+            "image data); re-copy or re-export it, or drop it from the slide sheet."
         )
 
     def _read_openslide(self, level: int, x0: int, y0: int, width: int, height: int) -> np.ndarray:
@@ -279,6 +298,8 @@ class Slide:
         if self._fast is not None:
             self._fast.close()
         self._osr.close()
+        if self._image is not None:
+            self._image.close()
 
     def __enter__(self) -> Slide:
         return self
