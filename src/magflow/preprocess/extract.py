@@ -25,13 +25,13 @@ import numpy as np
 from tqdm import tqdm
 
 from magflow import __version__, provenance
-from magflow.errors import ConfigError
+from magflow.errors import ConfigError, SlideError
 from magflow.preprocess.mask_store import read_mask
 from magflow.preprocess.tissue import TissueMask
 from magflow.preprocess.scales import ScalePlan, SkippedScale, plan_scales
 from magflow.preprocess.store import ScaleContent, StoreWriter, encode_jpeg
 from magflow.preprocess.tiling import ScaleGrid, make_grid, select_cells, tissue_fractions
-from magflow.slides.reader import DEFAULT_TOLERANCE, Slide
+from magflow.slides.reader import DEFAULT_MAX_PLAIN_MEGAPIXELS, DEFAULT_TOLERANCE, Slide
 
 log = logging.getLogger(__name__)
 cv2.setNumThreads(1)  # parallelism comes from `workers` alone, so one worker means one core
@@ -236,11 +236,17 @@ def _plan_scales_and_cells(slide: Slide, mask: TissueMask, params: TileSetParams
 def extract_tiles(slide_path: str | os.PathLike[str], slide_id: str, mask_path: str | os.PathLike[str],
                   out_path: str | os.PathLike[str], params: TileSetParams, sheet_mpp: float | None = None,
                   tolerance: float = DEFAULT_TOLERANCE, workers: int = 1, progress: bool = True,
-                  config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the tile store of one slide and tile set; return its per-scale counts."""
+                  config: dict[str, Any] | None = None,
+                  max_plain_megapixels: float = DEFAULT_MAX_PLAIN_MEGAPIXELS) -> dict[str, Any]:
+    """Write the tile store of one slide and tile set; return its per-scale counts.
+
+    A slide whose mask records a refusal (not a brightfield scan) is refused here, before any output."""
     params.check()
     mask, _ = read_mask(mask_path)
-    with Slide(slide_path, slide_id, sheet_mpp, tolerance) as slide:
+    if mask.refused:
+        raise SlideError(f"{mask.refused} (Recorded by the tissue_mask step in {mask_path}; no tiles are "
+                         "extracted from this slide.)")
+    with Slide(slide_path, slide_id, sheet_mpp, tolerance, max_plain_megapixels=max_plain_megapixels) as slide:
         slide.enable_fast_decode()
         scales, skipped = _plan_scales_and_cells(slide, mask, params)
         description = slide.describe()
