@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from magflow.atomic import atomic_path
 from magflow.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from magflow.pretrain.backbone import Backbone, build_backbone
+from magflow.weights_file import save_weights
 
 WEIGHTS = "teacher_backbone.safetensors"
 CARD = "model_card.json"
@@ -40,9 +40,8 @@ def architecture(backbone: Backbone, timm_name: str, timm_kwargs: dict[str, Any]
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     """A digest of the weights themselves: names, dtypes, shapes and bytes, in name order.
 
-    The safetensors file's own sha256 checks that file, but its header stores the metadata in an order
-    that may differ between runs; this digest is equal exactly when the weights are, so two runs that
-    trained the same model show the same value.
+    It is equal exactly when the weights are, whatever the file's metadata; the file itself is also
+    byte-identical for equal weights and metadata (see :mod:`magflow.weights_file`).
     """
     digest = hashlib.sha256()
     for name in sorted(tensors):
@@ -60,8 +59,7 @@ def export_teacher(backbone: Backbone, out_dir: str | os.PathLike[str], card: di
     out_dir = Path(out_dir)
     tensors = {name: tensor.detach().float().cpu().contiguous() for name, tensor in backbone.vit.state_dict().items()}
     weights, card_path = out_dir / WEIGHTS, out_dir / CARD
-    with atomic_path(weights) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt", "timm_name": card["architecture"]["timm_name"]})
+    save_weights(tensors, weights, {"format": "pt", "timm_name": card["architecture"]["timm_name"]})
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     card = {**card, "weights": {"file": WEIGHTS, "sha256": digest, "tensors_sha256": tensors_sha256(tensors),
                                 "dtype": "float32",
