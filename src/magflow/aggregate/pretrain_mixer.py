@@ -6,7 +6,9 @@ from ``reference_batch`` (256); every random draw of iteration i from seeds of (
 stopped at any checkpoint and resumed equals an uninterrupted one; ``checkpoint.pt`` refused on resume
 when the run's settings differ. One process (a mixer over frozen embeddings is small next to a ViT on
 pixels). When all iterations are done the encoder is exported as ``mixer_encoder.safetensors`` with
-``model_card.json`` beside it; ``history.tsv`` has one row of losses per iteration.
+``model_card.json`` beside it; ``history.tsv`` has one row of losses per iteration. SIGTERM or SIGUSR1
+(:mod:`magflow.preemption`) stops the run at the next iteration boundary with a checkpoint; rerunning
+the same command resumes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from magflow import provenance
+from magflow import preemption, provenance
 from magflow.aggregate.cmem import CMEM
 from magflow.aggregate.data import IterationDraws, RegionSource
 from magflow.aggregate.mem import MEM
@@ -108,7 +110,16 @@ def train_mixer(config: MixerTrainConfig, region_files: Sequence[str | os.PathLi
     ``stop_at`` ends this call at that iteration (after checkpointing); a later call resumes.
     ``on_step(iteration, losses)`` is called after each optimizer step (e.g. to time iterations).
     """
-    out_dir = Path(out_dir)
+    # handlers first: the data loader's workers, forked later, inherit them instead of dying of the signal
+    with preemption.stop_signals() as stop_request:
+        return _train_mixer(config, region_files, Path(out_dir), stop_at, progress, device, provenance_config,
+                            on_step, stop_request)
+
+
+def _train_mixer(config: MixerTrainConfig, region_files: Sequence[str | os.PathLike[str]], out_dir: Path,
+                 stop_at: int | None, progress: bool, device: str | torch.device | None,
+                 provenance_config: dict[str, Any] | None, on_step: Callable[[int, dict[str, float]], None] | None,
+                 stop_request: preemption.StopRequest) -> MixerTrainResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(device)
     precision = ("bf16" if device.type == "cuda" else "fp32") if config.precision == "auto" else config.precision
@@ -172,12 +183,16 @@ def train_mixer(config: MixerTrainConfig, region_files: Sequence[str | os.PathLi
             if done % config.log_every == 0 or done == stop:
                 log.info("iteration %d/%d: %s", done, config.iterations,
                          ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-            if done % config.checkpoint_every == 0 or done == stop:
+            signum = stop_request.signum if done < stop else None  # stop on a signal
+            if done % config.checkpoint_every == 0 or done == stop or signum is not None:
                 save_checkpoint(checkpoint_path, {"iteration": done, "identity": identity, "model": model.state_dict(),
                                                   "optimizer": optimizer.state_dict(), "history": history})
                 write_history(out_dir / HISTORY, history)
             bar.update()
             bar.set_postfix(loss=f"{values['loss']:.4f}")
+            if signum is not None:
+                raise preemption.preempted(f"mixer pretraining ({config.objective})", signum,
+                                           f"after iteration {done} of {config.iterations}", checkpoint_path)
     finally:
         bar.close()
 

@@ -14,15 +14,23 @@
   are no validation slides, the last epoch's.
 - Per seed, the seed sets the model init, the order of groups and (unless the slide sheet fixes
   them) the train/val/test split; AUROC is then summarised as mean ± sample std over seeds.
+- Pre-emption: given a checkpoint path, :func:`evaluate_seeds` writes it after each seed, and on
+  SIGTERM or SIGUSR1 (:mod:`magflow.preemption`) after the current batch, then exits; a rerun resumes
+  from it and gives the same record as an uninterrupted run (the model, optimizer, group order,
+  random state and history of the seed in progress are all in it).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from magflow import preemption
 from magflow.aggregate.auroc import Auroc, slide_auroc
 from magflow.aggregate.bags import SlideSet
 from magflow.aggregate.settings import MILConfig
@@ -38,6 +47,7 @@ from magflow.aggregate.slide_model import SlideModel
 from magflow.errors import ConfigError
 from magflow.evaluate.classification import mean_std
 from magflow.evaluate.splits import SlideSplit, seeded_splits
+from magflow.pretrain.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +99,28 @@ def mil_loss(model: SlideModel, slides: SlideSet, config: MILConfig) -> float:
     return float(np.mean([_batch_loss(model, slides, [g], config.label_smoothing).item() for g in groups]))
 
 
-def train_mil(model: SlideModel, train: SlideSet, val: SlideSet | None, config: MILConfig,
-              seed: int = 0) -> FitResult:
-    """Train ``model`` in place (see the module docstring); return it with the kept epoch's weights."""
+def _random_state(device: torch.device) -> dict[str, Tensor]:
+    """The global generators that dropout draws from."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_random_state(state: Mapping[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train_mil(model: SlideModel, train: SlideSet, val: SlideSet | None, config: MILConfig, seed: int = 0, *,
+              stop: preemption.StopRequest | None = None, save: Callable[[dict[str, Any]], Path] | None = None,
+              resume: Mapping[str, Any] | None = None) -> FitResult:
+    """Train ``model`` in place (see the module docstring); return it with the kept epoch's weights.
+
+    When ``stop`` is set after a batch, ``save`` gets the training state and returns the checkpoint it
+    wrote, and :class:`~magflow.preemption.Preempted` is raised; ``resume`` (that state) continues it.
+    """
     if len(train) == 0:
         raise ConfigError("abmil: no training slides (check the split column or the split fractions)")
     optimizer = torch.optim.AdamW(mil_param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
@@ -100,19 +129,40 @@ def train_mil(model: SlideModel, train: SlideSet, val: SlideSet | None, config: 
     use_val = config.select == "val_loss" and val is not None and len(val) > 0
     best_loss, best_state, best_epoch = math.inf, None, config.epochs
     history: list[dict[str, Any]] = []
-    for epoch in tqdm(range(1, config.epochs + 1), desc="abmil epochs", leave=False, disable=None):
+    device = next(model.parameters()).device
+    first_epoch, first_batch, perm, losses = 1, 0, None, []  # perm: the current epoch's group order, once drawn
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        order.set_state(resume["order"])
+        _set_random_state(resume["random"], device)
+        first_epoch, first_batch, perm, losses = (resume["epoch"], resume["next_batch"], list(resume["perm"]),
+                                                  list(resume["losses"]))
+        best_loss, best_state, best_epoch = resume["best_loss"], resume["best_state"], resume["best_epoch"]
+        history = list(resume["history"])
+    for epoch in tqdm(range(first_epoch, config.epochs + 1), desc="abmil epochs", leave=False, disable=None):
         frozen = epoch <= config.freeze_epochs
         model.set_encoder_trainable(not frozen)
         model.train()
-        losses = []
-        perm = torch.randperm(len(groups), generator=order).tolist()
-        for start in range(0, len(perm), config.groups_per_batch):
+        if perm is None:
+            perm, losses = torch.randperm(len(groups), generator=order).tolist(), []
+        for start in range(first_batch, len(perm), config.groups_per_batch):
             loss = _batch_loss(model, train, [groups[g] for g in perm[start:start + config.groups_per_batch]],
                                config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+            if stop is not None and stop.signum is not None and save is not None:
+                path = save({"epoch": epoch, "next_batch": start + config.groups_per_batch, "perm": perm,
+                             "losses": losses, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "order": order.get_state(), "random": _random_state(device), "history": history,
+                             "best_loss": best_loss, "best_state": best_state, "best_epoch": best_epoch})
+                batches = math.ceil(len(perm) / config.groups_per_batch)
+                raise preemption.preempted("AB-MIL training", stop.signum,
+                                           f"at seed {seed}, epoch {epoch} of {config.epochs}, after batch "
+                                           f"{start // config.groups_per_batch + 1} of {batches}", path)
+        perm, first_batch = None, 0
         val_loss = mil_loss(model, val, config) if use_val else None  # type: ignore[arg-type]
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                         "encoder_frozen": frozen and model.encoder is not None})
@@ -148,24 +198,60 @@ def mil_splits(slides: SlideSet, config: MILConfig, sheet_splits: Mapping[str, s
         raise ConfigError(f"abmil splits: {error}") from error
 
 
+def _identity(slides: SlideSet, splits: Sequence[SlideSplit], config: MILConfig) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the settings, the slides and their labels, the splits."""
+    return {"config": dataclasses.asdict(config),
+            "slides": {"ids": [str(i) for i in slides.ids], "labels": np.asarray(slides.labels).tolist()},
+            "splits": {str(s.seed): {part: sorted(map(str, getattr(s, part))) for part in ("train", "val", "test")}
+                       for s in splits}}
+
+
 def evaluate_seeds(slides: SlideSet, splits: Sequence[SlideSplit], build_model: Callable[[], SlideModel],
-                   config: MILConfig, device: torch.device | str = "cpu") -> dict[str, Any]:
+                   config: MILConfig, device: torch.device | str = "cpu", *,
+                   checkpoint: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Train and test one fresh model per split; AUROC per seed (NaN with a reason) and mean ± std.
 
     ``build_model`` is called after ``torch.manual_seed(split.seed)``, so the init is seeded. It must
     return a new model each call, its encoder loaded afresh: training fine-tunes the encoder in place.
+    With ``checkpoint``, the run is saved there after each seed and on a stop signal, and resumed from
+    it (see the module docstring); without it, a signal ends the process as usual.
     """
-    per_seed = []
-    for split in tqdm(splits, desc="abmil seeds", disable=None):
-        torch.manual_seed(split.seed)
-        model = build_model().to(device)
-        train, val, test = (slides.subset(part) for part in (split.train, split.val, split.test))
-        fit = train_mil(model, train, val, config, seed=split.seed)
-        auroc = (slide_auroc(test.labels, predict_proba(fit.model, test)) if len(test)
-                 else Auroc(float("nan"), f"no held-out slides in the test split of seed {split.seed}"))
-        per_seed.append({"seed": split.seed, "auroc": auroc.value, "reason": auroc.reason, "n_train": len(train),
-                         "n_val": len(val), "n_test": len(test), "best_epoch": fit.best_epoch,
-                         "history": fit.history})
-        log.info("abmil seed %d: AUROC %.4f %s", split.seed, auroc.value, auroc.reason)
+    per_seed: list[dict[str, Any]] = []
+    resume = None
+    identity = _identity(slides, splits, config)
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.is_file():
+        state = load_checkpoint(path)
+        check_same_run(state["identity"], identity, path)
+        per_seed, resume = list(state["per_seed"]), state["current"]
+        log.info("resuming from %s: %d of %d seeds done%s", path, len(per_seed), len(splits),
+                 f", seed {splits[len(per_seed)].seed} at epoch {resume['epoch']}" if resume else "")
+
+    def save(current: dict[str, Any] | None) -> Path:
+        assert path is not None
+        save_checkpoint(path, {"identity": identity, "per_seed": per_seed, "current": current})
+        return path
+
+    with preemption.stop_signals() if path is not None else nullcontext(None) as stop:
+        for split in tqdm(splits[len(per_seed):], desc="abmil seeds", disable=None):
+            per_seed.append(_evaluate_seed(slides, split, build_model, config, device, stop,
+                                           save if path is not None else None, resume))
+            resume = None
+            if path is not None:
+                save(None)
     summary = mean_std([s["auroc"] for s in per_seed])
     return {"auroc": {"mean": summary.mean, "std": summary.std, "n": summary.n}, "per_seed": per_seed}
+
+
+def _evaluate_seed(slides: SlideSet, split: SlideSplit, build_model: Callable[[], SlideModel], config: MILConfig,
+                   device: torch.device | str, stop: preemption.StopRequest | None,
+                   save: Callable[[dict[str, Any]], Path] | None, resume: Mapping[str, Any] | None) -> dict[str, Any]:
+    torch.manual_seed(split.seed)
+    model = build_model().to(device)
+    train, val, test = (slides.subset(part) for part in (split.train, split.val, split.test))
+    fit = train_mil(model, train, val, config, seed=split.seed, stop=stop, save=save, resume=resume)
+    auroc = (slide_auroc(test.labels, predict_proba(fit.model, test)) if len(test)
+             else Auroc(float("nan"), f"no held-out slides in the test split of seed {split.seed}"))
+    log.info("abmil seed %d: AUROC %.4f %s", split.seed, auroc.value, auroc.reason)
+    return {"seed": split.seed, "auroc": float(auroc.value), "reason": auroc.reason, "n_train": len(train),
+            "n_val": len(val), "n_test": len(test), "best_epoch": fit.best_epoch, "history": fit.history}

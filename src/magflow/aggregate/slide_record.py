@@ -49,7 +49,9 @@ def run_abmil(method: str, task: str, slides: SlideSet, build_model: Callable[[]
     """Evaluate one method on one task over ``config.seeds`` and write its record to ``out``.
 
     A task whose slides cannot be split (too few slides or groups) is recorded as skipped with the
-    reason, so the table shows the cell as not computed instead of the whole run failing.
+    reason, so the table shows the cell as not computed instead of the whole run failing. Training
+    checkpoints to ``<out stem>.checkpoint.pt`` beside ``out`` (after each seed, and on SIGTERM or
+    SIGUSR1), resumes from it when rerun, and removes it once the record is written.
     """
     try:
         splits = mil_splits(slides, config, sheet_splits)
@@ -57,8 +59,15 @@ def run_abmil(method: str, task: str, slides: SlideSet, build_model: Callable[[]
         record = abmil_record(method, task, slides, config, reason=str(error), n_classes=n_classes,
                               left_out=left_out, run_config=run_config)
     else:
-        result = evaluate_seeds(slides, splits, build_model, config, device)
+        result = evaluate_seeds(slides, splits, build_model, config, device, checkpoint=checkpoint_path(out))
         record = abmil_record(method, task, slides, config, result, n_classes=n_classes, left_out=left_out,
                               run_config=run_config)
     write_record(Path(out), record)
+    checkpoint_path(out).unlink(missing_ok=True)
     return record
+
+
+def checkpoint_path(out: str | os.PathLike[str]) -> Path:
+    """Where the training of the record ``out`` checkpoints: ``results/abmil/m/x.json`` -> ``.../x.checkpoint.pt``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.checkpoint.pt")

@@ -11,6 +11,10 @@ draw are kept identical or independent across ranks by construction), or one CPU
 ``checkpoint.pt`` continues the schedules, optimizer, teacher and centres, and since every random draw
 of iteration i comes from seeds of (seed, rank, i) (see :mod:`magflow.pretrain.seeds`), an interrupted
 and resumed run equals an uninterrupted one bit for bit on the same hardware and world size.
+
+SIGTERM or SIGUSR1 (:mod:`magflow.preemption`) stops the run at the next iteration boundary: every
+process agrees on the iteration, rank 0 writes ``checkpoint.pt``, and each process exits with 128 + the
+signal number; rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from magflow import provenance
+from magflow import preemption, provenance
 from magflow.errors import MagflowError
 from magflow.pretrain import distributed, seeds
 from magflow.pretrain.backbone import build_backbone
@@ -147,15 +152,17 @@ def train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sampler
     this with the same arguments.
     """
     process = distributed.start(device)
-    try:
-        return _train(config, stores, sampler, Path(out_dir), stop_at, progress, process, on_step)
-    finally:
-        distributed.stop(process)
+    # handlers first: the data loader's workers, forked later, inherit them instead of dying of the signal
+    with preemption.stop_signals() as stop_request:
+        try:
+            return _train(config, stores, sampler, Path(out_dir), stop_at, progress, process, on_step, stop_request)
+        finally:
+            distributed.stop(process)
 
 
 def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sampler: Sampler | MadConfig, out_dir: Path,
            stop_at: int | None, progress: bool, process: distributed.Process,
-           on_step: Callable[[Step], None] | None) -> TrainResult:
+           on_step: Callable[[Step], None] | None, stop_request: preemption.StopRequest) -> TrainResult:
     device, rank = process.device, process.rank
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # the sharp teacher softmax makes denormal gradients: CPU matmuls ~5x slower
@@ -211,6 +218,13 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
     interval_views: list[dict[str, torch.Tensor]] = []  # per view, the mpp it shows (SamplingStrategy.view_stats)
     interval_start = time.perf_counter()
 
+    def save(done: int) -> None:
+        if process.is_main:
+            save_checkpoint(checkpoint_path, {
+                "iteration": done, "identity": identity, "student": student.state_dict(),
+                "teacher": teacher.state_dict(), "centers": centers.state_dict(),
+                "optimizer": optimizer.state_dict()})
+
     try:
         for iteration, batch in zip(range(start, stop), loader):
             seeds.seed_globals(config.seed, rank, iteration)
@@ -258,13 +272,18 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
                 interval_mpps, interval_views, interval_start = [], [], time.perf_counter()
             if on_step is not None:
                 on_step(Step(iteration, losses, schedule, batch, mpp))
-            if process.is_main and (done % config.checkpoint_every == 0 or done == stop):
-                save_checkpoint(checkpoint_path, {
-                    "iteration": done, "identity": identity, "student": student.state_dict(),
-                    "teacher": teacher.state_dict(), "centers": centers.state_dict(),
-                    "optimizer": optimizer.state_dict()})
+            saved = done % config.checkpoint_every == 0 or done == stop
+            if saved:
+                save(done)
             bar.update()
             bar.set_postfix(loss=f"{losses['total']:.4f}", mpp=f"{float(mpp.mean()):.2f}")
+            if done < stop and (signum := _stop_signal(stop_request, device)) is not None:
+                if not saved:
+                    save(done)
+                if process.world_size > 1:
+                    dist.barrier()  # no process exits (and makes torchrun stop the others) before the checkpoint
+                raise preemption.preempted("pretraining", signum, f"after iteration {done} of {config.iterations}",
+                                           checkpoint_path)
     finally:
         bar.close()
         if writer is not None:
@@ -276,6 +295,15 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
                                        _model_card(config, student, strategy, process.world_size, precision))
         log.info("exported the teacher backbone to %s", weights)
     return TrainResult(stop, student, teacher, weights, card)
+
+
+def _stop_signal(stop: preemption.StopRequest, device: torch.device) -> int | None:
+    """The stop signal if any process received one: every process then stops at the same iteration."""
+    if not dist.is_initialized():
+        return stop.signum
+    flag = torch.tensor([stop.signum or 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
 
 
 def _log_scalars(writer: SummaryWriter, iteration: int, losses: dict[str, float], schedule: dict[str, float],
