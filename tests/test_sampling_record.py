@@ -3,13 +3,14 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from magflow.errors import ConfigError
 from magflow.sampling import SamplerConfig, optimize_sampler, read_sampler
 from magflow.sampling.plot import plot_sampler_comparison
-from magflow.sampling.sweep import check_sweep, sampler_config
+from magflow.sampling.sweep import check_sweep, data_lines, sampler_config
 
 SETTINGS = {"range": [0.25, 2.0], "grid_step": 0.01, "du_mpps": [0.25, 0.5, 1.0, 2.0]}
 
@@ -62,9 +63,9 @@ def test_check_sweep_names_the_file_and_row():
         {"kernel": "abs", "strategy": "cu", "lam": None, "mpp": None},
         {"kernel": "abs", "strategy": "cu_maxavg", "lam": -2, "mpp": None},
     ]
-    with pytest.raises(ConfigError, match=r"samplers.tsv, row 2: .*lam must be > 0"):
+    with pytest.raises(ConfigError, match=r"samplers.tsv, line 3: .*lam must be > 0"):
         check_sweep(rows, SETTINGS, source="samplers.tsv")
-    with pytest.raises(ConfigError, match=r"row 2 repeats row 1"):
+    with pytest.raises(ConfigError, match=r"line 3 repeats line 2"):
         check_sweep([rows[0], rows[0]], SETTINGS, source="samplers.tsv")
     with pytest.raises(ConfigError, match=r"lacks the column\(s\) \['lam', 'mpp'\]"):
         check_sweep([{"kernel": "abs", "strategy": "cu"}], SETTINGS, source="samplers.tsv")
@@ -72,6 +73,19 @@ def test_check_sweep_names_the_file_and_row():
         check_sweep([{"kernel": "abs", "strategy": "cu_maxavg", "lam": "big", "mpp": None}], SETTINGS, "x")
     with pytest.raises(ConfigError, match="has no rows"):
         check_sweep([], SETTINGS, source="samplers.tsv")
+
+
+def test_check_sweep_reports_the_line_of_the_file(tmp_path):
+    """Errors name the file's line (the header is line 1), counting the comments and blank lines pandas skips."""
+    sweep = tmp_path / "samplers.tsv"
+    sweep.write_text("# samplers\nkernel\tstrategy\tlam\tmpp\nabs\tcu\tNA\tNA\n\n# bad one below\n"
+                     "abs\tcu_maxavg\t-2\tNA\nabs\tcu\tNA\tNA\n")
+    rows = pd.read_csv(sweep, sep="\t", comment="#").to_dict("records")
+    assert data_lines(sweep) == [3, 6, 7] and len(rows) == 3
+    with pytest.raises(ConfigError, match=r"samplers.tsv, line 6: .*lam must be > 0"):
+        check_sweep(rows, SETTINGS, source=str(sweep), lines=data_lines(sweep))
+    with pytest.raises(ConfigError, match=r"line 7 repeats line 3"):
+        check_sweep([rows[0], rows[2]], SETTINGS, source=str(sweep), lines=[3, 7])
 
 
 def test_comparison_figure(tmp_path):

@@ -19,8 +19,21 @@ from magflow.pretrain.train_config import TrainConfig, check_run_columns
 from magflow.pretrain.mad_config import check_mad_runs
 from magflow.pretrain.runs import RUN_COLUMNS, check_runs, is_mad, match_sampler
 from magflow.report.names import FIGURES, TABLES
-from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
+from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, data_lines, sampler_config
 from magflow.sheet import read_sheet
+from magflow.writable import check_writable, folder_problems
+
+# Every output goes under results/ and logs/: a run stops before any job when they cannot be written;
+# a dry run (snakemake -n) writes nothing, so it only warns.
+OUTPUT_FOLDERS = ["results", "logs"]
+if workflow.is_main_process:
+    for _problem in folder_problems(OUTPUT_FOLDERS):
+        print(f"magflow: warning: cannot write the outputs: {_problem}", file=sys.stderr)
+
+
+onstart:
+    check_writable(OUTPUT_FOLDERS)
+
 
 SLIDE_ENTRIES = read_sheet(config["slides"])
 SLIDES = pd.DataFrame([entry.as_dict() for entry in SLIDE_ENTRIES]).set_index("slide_id", drop=False)
@@ -48,6 +61,10 @@ def slide_mpp(wildcards):
     return None if pd.isna(mpp) else float(mpp)
 
 
+def slide_brightfield_check(wildcards):
+    return bool(slide_entry(wildcards.slide_id)["brightfield_check"])
+
+
 def slide_label(wildcards):
     label = slide_entry(wildcards.slide_id)["label"]
     return None if pd.isna(label) else str(label)
@@ -68,10 +85,6 @@ def rule_resources(key, **fixed):
                               f"set by the rule's own settings; remove it from resources.{key}.")
     return chosen
 
-def slide_brightfield_check(wildcards):
-    return bool(slide_entry(wildcards.slide_id)["brightfield_check"])
-
-
 
 def preprocess_targets():
     return (
@@ -85,7 +98,8 @@ def preprocess_targets():
 # -- magnification samplers: one job per row of the sweep TSV ----------------------------------
 SAMPLER_SETTINGS = config["samplers"]
 _sampler_sweep = pd.read_csv(SAMPLER_SETTINGS["sweep"], sep="\t", comment="#")
-check_sweep(_sampler_sweep.to_dict("records"), SAMPLER_SETTINGS, source=SAMPLER_SETTINGS["sweep"])
+check_sweep(_sampler_sweep.to_dict("records"), SAMPLER_SETTINGS, source=SAMPLER_SETTINGS["sweep"],
+            lines=data_lines(SAMPLER_SETTINGS["sweep"]))
 
 # Names read like results/samplers/kernel~abs/strategy~cu_maxavg_lam~0.1_mpp~NA.json
 SAMPLER_SPACE = Paramspace(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,8 +39,24 @@ def sampler_config(row: Mapping[str, Any], settings: Mapping[str, Any]) -> Sampl
     )
 
 
-def check_sweep(rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], source: str) -> None:
-    """Validate every row before any job runs; errors name the file, the row and the fix."""
+def data_lines(path: str | os.PathLike[str]) -> list[int]:
+    """The line numbers in ``path`` of its data rows, as ``pandas.read_csv(sep="\\t", comment="#")`` reads them.
+
+    Lines starting with ``#`` and blank lines are skipped; the first line left is the header.
+    """
+    with open(path, encoding="utf-8") as handle:
+        kept = [number for number, line in enumerate(handle, start=1)
+                if not line.startswith("#") and line.strip(" \r\n")]
+    return kept[1:]
+
+
+def check_sweep(rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], source: str,
+                lines: Sequence[int] | None = None) -> None:
+    """Validate every row before any job runs; errors name the file, the line and the fix.
+
+    ``lines`` are the file's line numbers of ``rows`` (see :func:`data_lines`); without them row i is
+    taken to be line i + 2, below a header on line 1.
+    """
     if not rows:
         raise ConfigError(f"samplers.sweep: {source} has no rows; add at least one sampler")
     missing = [c for c in SWEEP_COLUMNS if c not in rows[0]]
@@ -48,12 +65,14 @@ def check_sweep(rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], 
             f"samplers.sweep: {source} lacks the column(s) {missing}; "
             f"the columns are {', '.join(SWEEP_COLUMNS)} (NA where unused)"
         )
+    if lines is None or len(lines) != len(rows):
+        lines = range(2, len(rows) + 2)
     seen: dict[SamplerConfig, int] = {}
-    for number, row in enumerate(rows, start=1):
+    for number, row in zip(lines, rows):
         try:
             cfg = sampler_config(row, settings)
         except ConfigError as err:
-            raise ConfigError(f"{source}, row {number}: {err}") from None
+            raise ConfigError(f"{source}, line {number}: {err}") from None
         if cfg in seen:
-            raise ConfigError(f"{source}: row {number} repeats row {seen[cfg]}; remove one")
+            raise ConfigError(f"{source}: line {number} repeats line {seen[cfg]}; remove one")
         seen[cfg] = number
