@@ -208,13 +208,20 @@ def _plan_scales_and_cells(slide: Slide, mask: TissueMask, params: TileSetParams
     for skip in skipped:
         log.warning("%s: skipping %g mpp: %s", slide.slide_id, skip.target_mpp, skip.reason)
     scales: list[_Scale] = []
+    finest_candidates = np.empty((0, 2), np.int64)
     for plan in plans:
         grid_def = make_grid(plan.target_mpp, plan.achieved_mpp, params.cell_px, slide.mpp, slide.dimensions)
         fractions = tissue_fractions(mask.mask, mask.mpp, grid_def)
         cells, available = select_cells(fractions, params.min_tissue, params.max_tiles_per_scale,
                                         _cell_rng(params.seed, slide.slide_id, plan.target_mpp))
-        if params.nested and scales:
-            cells = _ancestors(scales[0].grid, plan.factor // scales[0].plan.factor, grid_def)
+        if params.nested and not scales:
+            finest_candidates = np.argwhere(fractions >= params.min_tissue)[:, ::-1]  # (col, row)
+        elif params.nested:
+            # a nested scale keeps the ancestors of the kept finest cells, whatever their own tissue, so
+            # what it could keep is the ancestors of every finest cell with enough tissue
+            factor = plan.factor // scales[0].plan.factor
+            cells = _ancestors(scales[0].grid, factor, grid_def)
+            available = len(_ancestors(finest_candidates, factor, grid_def))
         level = slide.plan(plans[0].achieved_mpp)  # every scale is cut from the finest one's pixels
         scales.append(_Scale(plan, grid_def, cells, fractions[cells[:, 1], cells[:, 0]], available, {
             "target_mpp": plan.target_mpp, "mpp": plan.achieved_mpp, "read_level": level.level,
@@ -225,7 +232,7 @@ def _plan_scales_and_cells(slide: Slide, mask: TissueMask, params: TileSetParams
             "nested": params.nested, "encoding": "raw" if params.jpeg_quality is None else "jpeg",
             "jpeg_quality": params.jpeg_quality or 0,
         }))
-        log.info("%s: %g mpp (achieved %.4g, level %d): %d cells with tissue, %d kept", slide.slide_id,
+        log.info("%s: %g mpp (achieved %.4g, level %d): %d cells available, %d kept", slide.slide_id,
                  plan.target_mpp, plan.achieved_mpp, level.level, available, len(cells))
     if any(s.plan.factor == 0 for s in scales):
         raise ConfigError(f"tilesets.{params.name}: scales {params.scales} do not nest on slide "
