@@ -58,19 +58,6 @@ def test_a_killed_writer_leaves_its_temp_file_and_a_retry_removes_it(tmp_path):
         assert (h5["x"][...] == 7).all()
 
 
-def test_a_retry_removes_temp_files_of_the_old_per_process_names(tmp_path):
-    """Older versions named temp files .name.tmp-PID.h5; those of dead writers go on the next attempt."""
-    out = tmp_path / "slide.h5"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = [tmp_path / f".slide.tmp-{int(dead.stdout)}.h5", tmp_path / ".slide.tmp-123.h5"]
-    for path in stale:
-        path.write_bytes(b"\0" * 1000)
-    other = tmp_path / ".other.tmp-123.h5"  # another output's temp file is not this writer's business
-    other.write_bytes(b"\0")
-    write_store(out, 1)
-    assert hidden(tmp_path) == [".other.tmp-123.h5"]
-
-
 def test_the_output_appears_only_when_the_block_ends(tmp_path):
     """Snakemake marks an output incomplete while its job runs; the file itself only appears by the final rename."""
     out = tmp_path / "record.json"

@@ -5,12 +5,13 @@ writer left behind (SIGKILL, a Slurm time or memory limit) is removed by the nex
 output. That is safe because an output has one writer at a time: Snakemake runs one job per output and
 locks its working directory, and distributed training writes checkpoints and weights from rank 0 only.
 Two processes writing the same output at once would already race for the final file; do not.
+Nothing lists the folder (it may hold one file per slide of a large cohort): the older per-process
+names (``.name.tmp-PID.h5``) are left to ``find results -name '.*.tmp*' -delete``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,19 +23,6 @@ def temp_path(final: str | os.PathLike[str]) -> Path:
     """The hidden temporary name of ``final``; it keeps the suffix, so PIL and tifffile still see the format."""
     final = Path(final)
     return final.with_name(f".{final.stem}.tmp{final.suffix}")
-
-
-def remove_leftovers(final: Path) -> None:
-    """Remove the temporary file of an earlier, killed attempt at ``final``.
-
-    This includes the per-process names older versions used (``.name.tmp-PID.h5``).
-    """
-    temp_path(final).unlink(missing_ok=True)
-    pattern = re.compile(rf"\.{re.escape(final.stem)}\.tmp-\d+{re.escape(final.suffix)}")
-    with os.scandir(final.parent) as entries:
-        for entry in entries:
-            if pattern.fullmatch(entry.name):
-                Path(entry.path).unlink(missing_ok=True)
 
 
 @contextmanager
@@ -49,7 +37,7 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = temp_path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(final)
+        tmp.unlink(missing_ok=True)  # what a killed attempt at this output left
         yield tmp
         os.replace(tmp, final)
     except BaseException as error:
