@@ -84,7 +84,7 @@ class TrainConfig:
         check_field_types(self, section)
         need = requirement(self, section)
         need(self.patch_size >= 1, "patch_size", "must be >= 1 (px)")
-        patches = f"must be a positive multiple of patch_size {self.patch_size}"
+        patches = f"must be a multiple of patch_size {self.patch_size} (and at least that many px)"
         need(self.global_size >= self.patch_size and self.global_size % self.patch_size == 0, "global_size", patches)
         need(self.local_size >= self.patch_size and self.local_size % self.patch_size == 0, "local_size", patches)
         need(self.reg_tokens >= 0, "reg_tokens", "must be >= 0 (0: the timm model's own count)")
