@@ -8,7 +8,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import jsonschema
@@ -197,12 +197,6 @@ def check_field_types(settings: Any, section: str) -> None:
         problem = _type_problem(value, hints[field.name])
         if problem:
             raise SettingError(section, field.name, f"{problem}, got {value!r}")
-
-
-def in_order(values: Iterable[float]) -> bool:
-    """Whether ``values`` never decrease."""
-    items = list(values)
-    return all(a <= b for a, b in zip(items, items[1:]))
 
 
 def settings_from_dict(cls: type[Settings], values: Mapping[str, Any] | None, key: str) -> Settings:
