@@ -267,9 +267,13 @@ def test_dry_run_lists_jobs_with_their_resources(tmp_path):
     for name, resources in listed.items():
         wanted = {**defaults, **config.get("evaluate" if name.startswith("evaluate_") else name, {})}
         for key, value in wanted.items():
-            assert f"{key}={value}" in resources, (name, key, resources)
+            shown = value[1:-1] if str(value)[:1] == str(value)[-1:] == "'" else value  # a quoted string, evaluated
+            assert f"{key}={shown}" in resources, (name, key, resources)
     assert "gpu=0" in listed["pretrain"] and "gpu=0" in listed["embed"]
     assert "Group job per_slide" in out and "Group job sampler_sweep" in out
+    # pre-emption: every job, grouped or not, asks Slurm for SIGUSR1 to its job steps 300 s before its limit
+    assert defaults["slurm_extra"] == "'--signal=USR1@300'"
+    assert all("slurm_extra=--signal=USR1@300" in resources for resources in listed.values()), listed
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from magflow.evaluate.families import METRIC_NAMES
 from magflow.evaluate.settings import EvalSettings
 from magflow.pretrain.train_config import TrainConfig, check_run_columns
 from magflow.pretrain.mad_config import check_mad_runs
+from magflow.preemption import ignore_warning_signal
 from magflow.pretrain.runs import RUN_COLUMNS, check_runs, is_mad, match_sampler
 from magflow.report.names import FIGURES, TABLES
 from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, data_lines, sampler_config
@@ -33,6 +34,12 @@ if workflow.is_main_process:
 
 onstart:
     check_writable(OUTPUT_FOLDERS)
+
+
+# Slurm's warning signal (profiles/slurm, "Pre-emption") reaches every process of a job step. Snakemake,
+# the shell that runs a job's script, and scripts that cannot checkpoint ignore it; the training loops
+# install their own handler, checkpoint and exit.
+ignore_warning_signal()
 
 
 SLIDE_ENTRIES = read_sheet(config["slides"])
