@@ -2,7 +2,7 @@
 iteration boundary and exit 128 + the signal; resuming gives what an uninterrupted run gives, bit for bit.
 
 Pretraining is stopped for real: a `magflow.pretrain.run` process gets SIGTERM once its log shows a few
-iterations. The mixer and AB-MIL loops run in this process and signal it themselves at a chosen
+iterations, and one of two torchrun workers gets SIGUSR1. The mixer and AB-MIL loops run in this process and signal it themselves at a chosen
 iteration, under guard handlers, so a loop that failed to catch the signal fails its test instead of
 ending pytest.
 """
@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,6 +124,32 @@ def test_sigterm_stops_pretraining_with_a_checkpoint_and_a_rerun_finishes_it_exa
     a, b = load_checkpoint(out / CHECKPOINT), load_checkpoint(tmp_path / "straight" / CHECKPOINT)
     for part in ("student", "teacher", "centers"):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+
+
+def test_a_signal_to_one_torchrun_worker_stops_every_worker_at_the_same_iteration(tmp_path):
+    """Two gloo processes; only rank 1 gets SIGUSR1. Both must stop after the same iteration (else one would
+    wait forever in the next all-reduce), rank 0 writes the checkpoint, and both exit 138."""
+    stores = [write_store(tmp_path / f"{name}.h5", name, tiles=3, seed=seed) for name, seed in (("a", 1), ("b", 2))]
+    write_sampler(build_sampler(SamplerConfig("cu")), tmp_path / "cu.json")
+    out = tmp_path / "out"
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({
+        "stores": [str(s) for s in stores], "sampler": str(tmp_path / "cu.json"), "out_dir": str(out),
+        "train": {**TINY, "iterations": ITERATIONS, "log_every": 1}}))
+    torchrun = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+         "magflow.pretrain.run", "--config", str(tmp_path / "run.yaml"), "--log-file", str(tmp_path / "run.log"),
+         "--no-progress", "--device", "cpu"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_iteration(tmp_path / "run.log", torchrun, at_least=2)
+    workers = Path(f"/proc/{torchrun.pid}/task/{torchrun.pid}/children").read_text().split()
+    rank1 = [pid for pid in workers if "RANK=1" in Path(f"/proc/{pid}/environ").read_text().split("\0")]
+    assert len(workers) == 2 and len(rank1) == 1, workers
+    os.kill(int(rank1[0]), signal.SIGUSR1)
+    _, stderr = torchrun.communicate(timeout=120)
+    assert torchrun.returncode != 0 and len(re.findall(r"exitcode\s*:\s*138", stderr)) == 2, stderr[-3000:]
+    stopped = re.findall(rf"pretraining stopped by SIGUSR1 after iteration (\d+) of {ITERATIONS}", stderr)
+    assert len(stopped) == 2 and len(set(stopped)) == 1, stderr[-3000:]  # both ranks, one iteration
+    assert load_checkpoint(out / CHECKPOINT)["iteration"] == int(stopped[0])
 
 
 # -- mixer pretraining: SIGUSR1 at iteration k, in this process ------------------------------------------
