@@ -88,3 +88,16 @@ def test_exported_teachers_of_equal_weights_are_byte_identical(tmp_path):
     cards = [json.loads((tmp_path / name / CARD).read_text()) for name in ("one", "two")]
     assert cards[0]["weights"]["sha256"] == cards[1]["weights"]["sha256"] == hashlib.sha256(one).hexdigest()
     assert load_teacher(tmp_path / "one") is not None
+
+
+def test_exported_mixers_of_equal_weights_are_byte_identical(tmp_path):
+    from magflow.aggregate.mixer import MixerConfig, MixingEncoder
+    from magflow.aggregate.pretrain_mixer import export_mixer
+
+    torch.manual_seed(0)
+    encoder = MixingEncoder(MixerConfig(in_dim=8, width=16, depth=1, heads=2, n_cls=2, max_grid=8))
+    paths = [export_mixer(encoder, tmp_path / name, {"model": "test"})[0] for name in ("one", "two")]
+    one, two = (path.read_bytes() for path in paths)
+    assert one == two
+    header = json.loads(one[8:8 + int.from_bytes(one[:8], "little")])
+    assert list(header["__metadata__"]) == sorted(header["__metadata__"])

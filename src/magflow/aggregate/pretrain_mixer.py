@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -45,6 +45,7 @@ from magflow.errors import ConfigError, MagflowError
 from magflow.pretrain import seeds
 from magflow.pretrain.checkpoint import CHECKPOINT, check_same_run, load_checkpoint, save_checkpoint
 from magflow.pretrain.schedules import CosineSchedule
+from magflow.weights_file import save_weights
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +236,7 @@ def export_mixer(encoder: MixingEncoder, out_dir: str | os.PathLike[str], card: 
     out_dir = Path(out_dir)
     weights, card_path = out_dir / WEIGHTS, out_dir / CARD
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    with atomic_path(weights) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt", "model": "magflow MixingEncoder"})
+    save_weights(tensors, weights, {"format": "pt", "model": "magflow MixingEncoder"})
     card = {**card, "weights": {"file": WEIGHTS, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
                                 "dtype": "float32", "keys": "magflow.aggregate.mixer.MixingEncoder state dict"}}
     with atomic_path(card_path) as tmp:
