@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from magflow.evaluate import RANKME_EPS, rankme, rankme_by_mpp, rankme_of_singular_values, shared_rows
+from magflow.evaluate.rankme import rankme_by_definition, rankme_covariance
 
 
 def with_singular_values(sigma, n_rows, seed=0):
@@ -88,3 +89,54 @@ def test_profile_aligns_tiles_by_id():
     assert profile[1.0].score == pytest.approx(profile[0.5].score, rel=1e-12)
     with pytest.raises(ValueError, match="same tiles"):
         rankme_by_mpp({0.5: z, 1.0: extra})
+
+
+def independent_covariance_rankme(z):
+    """The released code's definition, step by step in float64: centre, covariance with N − 1, eigh, clamp, sum 1."""
+    z = np.asarray(z, dtype=np.float64)
+    centred = z - z.mean(axis=0, keepdims=True)
+    covariance = np.einsum("ni,nj->ij", centred, centred) / (len(z) - 1)
+    eigenvalues, _ = np.linalg.eigh(covariance)
+    eigenvalues = np.where(eigenvalues < 1e-12, 1e-12, eigenvalues)
+    p = eigenvalues / eigenvalues.sum()
+    return math.exp(-sum(float(q) * math.log(float(q)) for q in p))
+
+
+def test_covariance_rankme_matches_an_independent_float64_eigendecomposition():
+    rng = np.random.default_rng(3)
+    z = (rng.normal(size=(400, 32)) * np.geomspace(2.0, 0.001, 32) + 3.0).astype(np.float32)
+    result = rankme_covariance(z)
+    assert result.score == pytest.approx(independent_covariance_rankme(z), rel=1e-10)
+    assert (result.n, result.dim, result.eps, result.definition) == (400, 32, 1e-12, "covariance")
+    assert rankme_by_definition(z, "covariance") == result
+    assert rankme_by_definition(z, "paper") == rankme(z)
+    # the two definitions differ on an uncentred matrix: the mean embedding is one strong direction for the paper's
+    assert abs(result.score - rankme(z).score) > 1.0
+
+
+def test_covariance_rankme_known_answers():
+    # the 8 corners of a ±1 cube along 3 orthonormal directions of a 10-wide space, shifted off the origin:
+    # 3 equal covariance eigenvalues and 7 at the clamp, so the score is 3 to within ~1e-9
+    rng = np.random.default_rng(4)
+    q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    corners = np.array([[a, b, c] for a in (-1.0, 1.0) for b in (-1.0, 1.0) for c in (-1.0, 1.0)])
+    z = corners @ q[:3] + 5.0
+    assert rankme_covariance(z).score == pytest.approx(3.0, abs=1e-8)
+    assert rankme_covariance(z).score == pytest.approx(independent_covariance_rankme(z), rel=1e-10)
+    assert rankme_covariance(np.ones((7, 5))).score == pytest.approx(5.0, rel=1e-12)  # all eigenvalues at the clamp
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        rankme_covariance(np.ones((1, 4)))
+    with pytest.raises(ValueError, match="unknown RankMe definition"):
+        rankme_by_definition(np.ones((3, 2)), "svd")
+
+
+def test_profile_by_either_definition_on_the_same_rows():
+    rng = np.random.default_rng(5)
+    z = {0.5: rng.normal(size=(60, 8)), 1.0: rng.normal(size=(60, 8)) + 1.0}
+    paper = rankme_by_mpp(z, max_n=40)
+    covariance = rankme_by_mpp(z, max_n=40, definition="covariance")
+    rows = shared_rows(60, 40)
+    for m in z:
+        assert paper[m] == rankme(z[m][rows])
+        assert covariance[m].score == pytest.approx(independent_covariance_rankme(z[m][rows]), rel=1e-10)
+        assert covariance[m].n == 40

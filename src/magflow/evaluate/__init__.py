@@ -16,7 +16,8 @@ __all__ = lazy_namespace(__name__, {
     "knn": ["KNN_K", "KNN_METRIC", "KNN_WEIGHTS", "knn_predict", "knn_scores", "l2_normalize"],
     "label_metrics": ["LabelMetrics", "label_metrics"],
     "linear_probe": ["C_GRID", "LinearProbe", "fit_linear_probe", "fit_probe_on_split", "linear_probe_scores"],
-    "rankme": ["RANKME_EPS", "RANKME_MAX_N", "RankMe", "rankme", "rankme_by_mpp", "rankme_of_singular_values", "shared_rows"],
+    "rankme": ["RANKME_DEFINITIONS", "RANKME_EPS", "RANKME_MAX_N", "RankMe", "rankme", "rankme_by_definition",
+               "rankme_by_mpp", "rankme_covariance", "rankme_of_singular_values", "shared_rows"],
     "segmentation": ["SegmentationScores", "segmentation_scores", "tile_label_map"],
     "splits": ["SEEDS", "SlideSplit", "Split", "distinct_splits", "seeded_splits", "split_slides", "split_units"],
 })

@@ -1,4 +1,6 @@
-"""RankMe: the effective rank of an embedding matrix (Garrido et al. 2023; continuous magnification App. B).
+"""RankMe: the effective rank of an embedding matrix, by two definitions (both named in every record).
+
+``paper`` (Garrido et al. 2023; continuous magnification App. B):
 
 RankMe(Z) = exp(−Σ_{k=1}^{min(N,K)} p_k log p_k),  p_k = σ_k(Z) / ‖σ(Z)‖₁ + ε,
 
@@ -16,6 +18,16 @@ k ≤ 4 (k = 4 gives 4 + 6.2e-7, k = 5 gives 5 + 1.5e-6); a rank-1 matrix with t
 gives 1 + 1.5e-6, and a full-rank 384-wide isotropic one 384.073. ``eps=0`` gives exactly k (with
 0 log 0 = 0). The bias is far below any difference worth reporting, so scores keep the reference ε,
 and ε and N are recorded beside each score.
+
+``covariance`` (the continuous-magnification authors' released code, ``RankMeMetric``):
+
+RankMe(Z) = exp(−Σ_k p_k log p_k),  p_k = λ̃_k / Σ_j λ̃_j,  λ̃_k = max(λ_k, 1e-12),
+
+with λ the K eigenvalues of the covariance matrix of the *centred* columns (N − 1 in the
+denominator, as ``torch.cov``). The clamp comes first, then p is normalised to sum 1, so N − 1
+against N changes p only through the clamp. Here in float64 (the released code runs in the
+embeddings' float32). Centring removes the mean embedding: N equal rows score about 1 by ``paper``
+but K by ``covariance`` (every eigenvalue is then at the clamp, so p is uniform).
 """
 
 from __future__ import annotations
@@ -30,6 +42,11 @@ from scipy.special import xlogy
 RANKME_EPS = 1e-7        # Garrido et al.'s ε, added to every p_k
 RANKME_MAX_N = 25_600    # rows per mpp, as in Garrido et al.
 RANKME_SEED = 0          # which rows are kept when N is capped
+COVARIANCE_CLAMP = 1e-12  # the released code's floor on every covariance eigenvalue
+COVARIANCE_DDOF = 1       # torch.cov's default correction (N − 1)
+PAPER = "paper"
+COVARIANCE = "covariance"
+RANKME_DEFINITIONS = (PAPER, COVARIANCE)
 
 
 @dataclass(frozen=True)
@@ -39,8 +56,9 @@ class RankMe:
     score: float
     n: int                      # rows used
     dim: int                    # columns K
-    eps: float
-    precision: str = "float64"  # dtype of the SVD
+    eps: float                  # paper: ε added to every p_k; covariance: the eigenvalue clamp
+    precision: str = "float64"  # dtype of the SVD or eigendecomposition
+    definition: str = PAPER
 
 
 def rankme_of_singular_values(singular_values: ArrayLike, eps: float = RANKME_EPS) -> float:
@@ -55,15 +73,53 @@ def rankme_of_singular_values(singular_values: ArrayLike, eps: float = RANKME_EP
     return float(np.exp(-np.sum(xlogy(p, p))))
 
 
-def rankme(embeddings: ArrayLike, eps: float = RANKME_EPS) -> RankMe:
-    """RankMe of an N×K embedding matrix: float64 singular values of the uncentred matrix."""
+def _matrix(embeddings: ArrayLike) -> np.ndarray:
     z = np.asarray(embeddings, dtype=np.float64)
     if z.ndim != 2 or 0 in z.shape:
         raise ValueError(f"embeddings must be a non-empty N×K matrix, got shape {z.shape}")
     if not np.all(np.isfinite(z)):
         raise ValueError("embeddings contain NaN or infinite values")
+    return z
+
+
+def rankme(embeddings: ArrayLike, eps: float = RANKME_EPS) -> RankMe:
+    """RankMe of an N×K embedding matrix (``paper``): float64 singular values of the uncentred matrix."""
+    z = _matrix(embeddings)
     singular_values = np.linalg.svd(z, compute_uv=False)
     return RankMe(rankme_of_singular_values(singular_values, eps), z.shape[0], z.shape[1], eps)
+
+
+def rankme_covariance(embeddings: ArrayLike, clamp: float = COVARIANCE_CLAMP) -> RankMe:
+    """RankMe of an N×K matrix (``covariance``): entropy of its clamped, sum-1 covariance eigenvalues."""
+    z = _matrix(embeddings)
+    if z.shape[0] <= COVARIANCE_DDOF:
+        raise ValueError(f"the covariance RankMe needs at least {COVARIANCE_DDOF + 1} rows, got {z.shape[0]}")
+    centred = z - z.mean(axis=0)
+    covariance = centred.T @ centred / (z.shape[0] - COVARIANCE_DDOF)
+    eigenvalues = np.maximum(np.linalg.eigvalsh(covariance), clamp)
+    p = eigenvalues / eigenvalues.sum()
+    score = float(np.exp(-np.sum(p * np.log(p))))
+    return RankMe(score, z.shape[0], z.shape[1], clamp, definition=COVARIANCE)
+
+
+def rankme_by_definition(embeddings: ArrayLike, definition: str = PAPER) -> RankMe:
+    """RankMe of an N×K matrix by ``definition`` (``paper`` or ``covariance``), each with its own constant."""
+    if definition == PAPER:
+        return rankme(embeddings)
+    if definition == COVARIANCE:
+        return rankme_covariance(embeddings)
+    raise ValueError(f"unknown RankMe definition '{definition}'; known: {', '.join(RANKME_DEFINITIONS)}")
+
+
+def definition_constants(definition: str) -> dict[str, object]:
+    """What a record states about how its RankMe scores were computed."""
+    if definition == PAPER:
+        return {"definition": PAPER, "eps": RANKME_EPS, "svd": "float64, uncentred"}
+    if definition == COVARIANCE:
+        return {"definition": COVARIANCE, "clamp": COVARIANCE_CLAMP, "ddof": COVARIANCE_DDOF,
+                "eigendecomposition": "float64 eigvalsh of the centred covariance; eigenvalues clamped, "
+                                      "then normalised to sum 1"}
+    raise ValueError(f"unknown RankMe definition '{definition}'; known: {', '.join(RANKME_DEFINITIONS)}")
 
 
 def shared_rows(n: int, max_n: int = RANKME_MAX_N, seed: int = RANKME_SEED) -> NDArray[np.int64]:
@@ -75,8 +131,8 @@ def shared_rows(n: int, max_n: int = RANKME_MAX_N, seed: int = RANKME_SEED) -> N
 
 def rankme_by_mpp(embeddings: Mapping[float, ArrayLike], tile_ids: Mapping[float, ArrayLike] | None = None,
                   max_n: int = RANKME_MAX_N, seed: int = RANKME_SEED,
-                  eps: float = RANKME_EPS) -> dict[float, RankMe]:
-    """RankMe at every mpp on the same tiles, at most ``max_n`` of them.
+                  eps: float = RANKME_EPS, definition: str = PAPER) -> dict[float, RankMe]:
+    """RankMe (by ``definition``) at every mpp on the same tiles, at most ``max_n`` of them.
 
     Without ``tile_ids``, row i must be the same tile at every mpp (all matrices have one N). With
     ``tile_ids`` (one id array per mpp), the tiles present at every mpp are used, in sorted id order.
@@ -101,7 +157,9 @@ def rankme_by_mpp(embeddings: Mapping[float, ArrayLike], tile_ids: Mapping[float
         raise ValueError(f"the same tiles are needed at every mpp, got row counts "
                          f"{ {m: len(a) for m, a in matrices.items()} }; pass tile_ids to align them")
     rows = shared_rows(sizes.pop(), max_n, seed)
-    return {m: rankme(matrices[m][rows], eps) for m in mpps}
+    if definition == PAPER:
+        return {m: rankme(matrices[m][rows], eps) for m in mpps}
+    return {m: rankme_by_definition(matrices[m][rows], definition) for m in mpps}
 
 
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:

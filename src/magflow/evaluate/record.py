@@ -1,6 +1,7 @@
 """One metric record per model and metric family, ``results/eval/{model}/{metric}.json``, written atomically.
 
-Every record has the same envelope: ``metric``, ``model``, ``status`` (``ok`` or ``skipped``),
+Every record has the same envelope: ``metric``, ``model``, ``protocol`` (``magflow`` or ``cms``, see
+``magflow.evaluate.settings.PROTOCOLS``), ``status`` (``ok`` or ``skipped``),
 ``reason`` (why it was skipped, else empty), ``n_tiles``, ``seeds``, ``constants`` (every constant
 the metric used), ``result`` (the metric's own content; empty when skipped), ``embeddings`` (what
 was evaluated, see :meth:`EvalData.summary`) and ``provenance`` (config, versions, commit). NaN and
@@ -24,6 +25,7 @@ from magflow.atomic import atomic_path
 from magflow.evaluate.data import EvalData
 
 OK = "ok"
+DEFAULT_PROTOCOL = "magflow"  # the first of magflow.evaluate.settings.PROTOCOLS
 SKIPPED = "skipped"
 
 
@@ -48,10 +50,10 @@ def plain(value: Any) -> Any:
 
 def make_record(metric: str, data: EvalData, result: Mapping[str, Any] | None = None, *, reason: str = "",
                 seeds: Any = None, constants: Mapping[str, Any] | None = None,
-                config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                config: Mapping[str, Any] | None = None, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Any]:
     """The record envelope; status ``skipped`` when ``reason`` is given."""
     return plain({
-        "metric": metric, "model": data.model, "status": SKIPPED if reason else OK, "reason": reason,
+        "metric": metric, "model": data.model, "protocol": protocol, "status": SKIPPED if reason else OK, "reason": reason,
         "n_tiles": data.n, "seeds": seeds if seeds is not None else [], "constants": dict(constants or {}),
         "result": dict(result or {}) if not reason else {}, "embeddings": data.summary(),
         "provenance": provenance.collect(config=config, precision="float64"),

@@ -64,10 +64,10 @@ def evaluate_metric(metric: str, embeddings: str | os.PathLike[str], out: str | 
             warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
             outcome = METRICS[metric](data, context)
         record = make_record(metric, data, outcome.result, seeds=outcome.seeds, constants=outcome.constants,
-                             config=context.config)
+                             config=context.config, protocol=settings.protocol)
     except MetricSkipped as skip:
         log.warning("%s: %s skipped: %s", data.model, metric, skip)
-        record = make_record(metric, data, reason=str(skip), config=context.config)
+        record = make_record(metric, data, reason=str(skip), config=context.config, protocol=settings.protocol)
     for key, reason in (record["result"].get("left_out") or {}).items():
         log.info("%s: %s leaves out %s mpp: %s", data.model, metric, key, reason)
     write_record(out, record)

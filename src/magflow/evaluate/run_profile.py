@@ -14,7 +14,7 @@ import numpy as np
 from magflow.evaluate.centroids import centroid_similarity
 from magflow.evaluate.data import EvalData, mpp_key
 from magflow.evaluate.outcome import MetricResult, MetricSkipped
-from magflow.evaluate.rankme import RANKME_EPS, RANKME_MAX_N, RANKME_SEED, rankme, shared_rows
+from magflow.evaluate.rankme import RANKME_MAX_N, RANKME_SEED, definition_constants, rankme_by_definition, shared_rows
 from magflow.evaluate.settings import EvalContext
 
 SAME_TILES = "same tiles at every mpp"
@@ -38,16 +38,17 @@ def rankme_profile(data: EvalData, context: EvalContext) -> MetricResult:
     rows, rule, left_out = profile_rows(data)
     n = min(len(r) for r in rows.values())
     cap = min(n, RANKME_MAX_N)
+    definition = context.settings.rankme_definition
     scores = {}
     for m, r in rows.items():
         keep = r[shared_rows(len(r), cap, RANKME_SEED)]
-        scores[mpp_key(m)] = rankme(data.features(m, keep))
-    result = {"mpps": [float(m) for m in rows], "rows": rule, "left_out": left_out,
+        scores[mpp_key(m)] = rankme_by_definition(data.features(m, keep), definition)
+    result = {"definition": definition, "mpps": [float(m) for m in rows], "rows": rule, "left_out": left_out,
               "n_available": {mpp_key(m): len(r) for m, r in rows.items()},
               "rankme": {k: s.score for k, s in scores.items()}, "n": {k: s.n for k, s in scores.items()},
               "dim": next(iter(scores.values())).dim}
-    return MetricResult(result, [RANKME_SEED], {"eps": RANKME_EPS, "max_n": RANKME_MAX_N, "row_seed": RANKME_SEED,
-                                                "svd": "float64, uncentred", "equal_n": cap})
+    return MetricResult(result, [RANKME_SEED], {**definition_constants(definition), "max_n": RANKME_MAX_N,
+                                                "row_seed": RANKME_SEED, "equal_n": cap})
 
 
 def centroid_profile(data: EvalData, context: EvalContext) -> MetricResult:

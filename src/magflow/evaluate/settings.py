@@ -9,9 +9,12 @@ from typing import Any
 
 from magflow.errors import ConfigError
 from magflow.evaluate.consistency import COARSE_MPP, FINE_MPP
+from magflow.evaluate.rankme import PAPER, RANKME_DEFINITIONS
 from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION
 
 SPLIT_MODES = ("auto", "seeded", "sheet")
+# magflow: per-mpp probes on seeded group splits (run_labels); cms: the continuous-magnification authors' (cms.py)
+PROTOCOLS = ("magflow", "cms")
 SEGMENTATION_MPP = 1.0  # the probe painted onto test slides is trained at 10x (MAD)
 
 
@@ -19,6 +22,8 @@ SEGMENTATION_MPP = 1.0  # the probe painted onto test slides is trained at 10x (
 class EvalSettings:
     """The ``evaluate`` block of the config (see config/README.md); every field has the default shown."""
 
+    protocol: str = "magflow"  # how the probes are fitted and scored, see PROTOCOLS
+    rankme_definition: str = PAPER  # paper: singular values, uncentred; covariance: the released code's
     splits: str = "auto"  # seeded: seeded slide splits; sheet: the sheet's split column; auto: seeded if possible
     seeds: tuple[int, ...] = SEEDS
     test_fraction: float = TEST_FRACTION
@@ -32,9 +37,11 @@ class EvalSettings:
         values = dict(settings or {})
         hierarchy = values.pop("hierarchy", None) or {}
         segmentation = values.pop("segmentation", None) or {}
+        rankme = values.pop("rankme", None) or {}
         values.update({k: v for k, v in {"coarse_mpp": hierarchy.get("coarse_mpp"),
                                          "fine_mpp": hierarchy.get("fine_mpp"),
-                                         "segmentation_mpp": segmentation.get("train_mpp")}.items() if v is not None})
+                                         "segmentation_mpp": segmentation.get("train_mpp"),
+                                         "rankme_definition": rankme.get("definition")}.items() if v is not None})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -45,6 +52,9 @@ class EvalSettings:
         if out.splits not in SPLIT_MODES or not out.seeds or out.fine_mpp >= out.coarse_mpp:
             raise ConfigError(f"evaluate: splits must be one of {SPLIT_MODES}, seeds non-empty and fine_mpp < "
                               f"coarse_mpp; got {out}")
+        if out.protocol not in PROTOCOLS or out.rankme_definition not in RANKME_DEFINITIONS:
+            raise ConfigError(f"evaluate: protocol must be one of {PROTOCOLS} and rankme.definition one of "
+                              f"{RANKME_DEFINITIONS}; got {out.protocol!r}, {out.rankme_definition!r}")
         return out
 
 
