@@ -1,0 +1,99 @@
+"""The ``benchmarks:`` config section: one entry per benchmark folder, checked before any job runs.
+
+Imported by the workflow at parse time, so it stays light (no pandas, no scikit-learn).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from magflow.errors import ConfigError
+
+from .paths import LAYOUTS, PROFILE_MPPS, layout_error, mpp_folder
+
+DEFAULT_SEED = 42  # the authors' default fold seed for BRACS-MS (their run script passes 22)
+DEFAULT_LABELS = {"tcga-ms": "labels.csv", "generic": "labels.csv"}
+DEFAULT_PATIENTS = "BRACS.xlsx"  # beside the mpp folders, where the authors' loader looks by default
+KEYS = ("layout", "root", "labels", "patients", "mpps", "seed")
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """One benchmark: where its images and labels are and how they are laid out."""
+
+    name: str
+    layout: str
+    root: Path
+    labels: Path | None  # tcga-ms, generic: the label CSV
+    patients: Path | None  # bracs-ms: the WSI -> patient sheet
+    mpps: tuple[float, ...] = PROFILE_MPPS
+    seed: int = DEFAULT_SEED  # folds made by magflow (bracs-ms; generic without fold columns)
+
+    @classmethod
+    def from_config(cls, name: str, settings: Mapping[str, Any], check_paths: bool = True) -> BenchmarkSpec:
+        """The entry ``benchmarks.<name>``; relative paths are taken from the working directory.
+        With ``check_paths`` the root, every mpp folder and the label file or patient sheet must exist."""
+        where = f"benchmarks.{name}"
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with keys {', '.join(KEYS)}, got {settings!r}")
+        unknown = sorted(set(settings) - set(KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(KEYS)}")
+        layout = settings.get("layout")
+        if layout not in LAYOUTS:
+            raise ConfigError(f"{where}.layout: must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        if not isinstance(settings.get("root"), str) or not settings["root"]:
+            raise ConfigError(f"{where}.root: give the benchmark folder (the one holding the mpp folders)")
+        root = Path(settings["root"])
+        labels = settings.get("labels")
+        patients = settings.get("patients")
+        if layout == "bracs-ms":
+            if labels is not None:
+                raise ConfigError(f"{where}.labels: bracs-ms takes its labels from the file names; "
+                                  "give the WSI -> patient sheet as `patients`")
+            patients = Path(patients) if patients else root / DEFAULT_PATIENTS
+        else:
+            if patients is not None:
+                raise ConfigError(f"{where}.patients: only bracs-ms has a patient sheet; {layout} takes "
+                                  "groups from its label file")
+            labels = Path(labels) if labels else root / DEFAULT_LABELS[layout]
+        mpps = tuple(settings.get("mpps", PROFILE_MPPS))
+        if not mpps or any(isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0
+                           for m in mpps) or len(set(mpps)) != len(mpps):
+            raise ConfigError(f"{where}.mpps: give distinct positive numbers, got {list(mpps)}")
+        seed = settings.get("seed", DEFAULT_SEED)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"{where}.seed: must be a whole number >= 0, got {seed!r}")
+        spec = cls(name, layout, root, labels, patients, tuple(float(m) for m in mpps), seed)
+        if check_paths:
+            spec.check_paths()
+        return spec
+
+    def check_paths(self) -> None:
+        """Raise a ConfigError naming the benchmark, the missing path and the expected layout."""
+        if not self.root.is_dir():
+            raise layout_error(self.name, self.layout, "the benchmark root is not a folder", self.root)
+        for mpp in self.mpps:
+            mpp_folder(self.name, self.layout, self.root, mpp)
+        sheet, what = (self.patients, "patient sheet") if self.layout == "bracs-ms" else (self.labels, "label file")
+        if sheet is None or not sheet.is_file():
+            raise layout_error(self.name, self.layout, f"the {what} is missing", sheet)
+
+    def read(self):  # -> pandas.DataFrame (pandas is imported only here)
+        """The benchmark's table (see :mod:`magflow.benchmark.layouts`)."""
+        from .layouts import read_bracs_ms, read_generic, read_tcga_ms
+
+        if self.layout == "tcga-ms":
+            return read_tcga_ms(self.name, self.root, self.labels, self.mpps)
+        if self.layout == "bracs-ms":
+            return read_bracs_ms(self.name, self.root, self.patients, self.mpps, self.seed)
+        return read_generic(self.name, self.root, self.labels, self.mpps, self.seed)
+
+
+def benchmark_specs(section: Mapping[str, Any] | None, check_paths: bool = True) -> dict[str, BenchmarkSpec]:
+    """Every entry of the ``benchmarks:`` section, by name."""
+    return {name: BenchmarkSpec.from_config(name, settings, check_paths) for name, settings in (section or {}).items()}
