@@ -156,3 +156,28 @@ def test_two_class_fit_equals_the_authors_two_class_softmax():
     model = make_logistic(c, 2).set_params(tol=1e-10).fit(x, y)
     assert model.coef_[0] == pytest.approx(w[1] - w[0], abs=1e-5)
     assert model.intercept_[0] == pytest.approx(theta[7] - theta[6], abs=1e-5)
+
+
+def test_eval_path_records_protocol_chosen_k_and_c_and_rankme_definition(tmp_path):
+    from eval_fixtures import MPPS, make_embeddings, sheet
+    from magflow.evaluate.record import read_record
+    from magflow.evaluate.run import evaluate_metric
+
+    path = make_embeddings(tmp_path / "emb.h5")
+    splits, groups = sheet()
+    settings = {"seeds": [0, 1], "protocol": "cms", "rankme": {"definition": "covariance"}}
+    record = evaluate_metric("probes", path, tmp_path / "probes.json", settings=settings, sheet_splits=splits,
+                             groups=groups)
+    assert record == read_record(tmp_path / "probes.json")
+    assert record["protocol"] == "cms" and record["status"] == "ok", record["reason"]
+    result = record["result"]
+    assert set(result["chosen"]["knn"]) == set(result["chosen"]["linear"]) == {"seed_0", "seed_1"}
+    assert set(result["folds"]["seed_0"]["groups"]) == {"train", "dev", "test"}
+    assert result["train_mpps"] == [m for m in MPPS if m in STANDARD]
+    assert set(result["scores"]) == {f"{m:g}" for m in MPPS}
+    rankme = evaluate_metric("rankme", path, tmp_path / "rankme.json", settings=settings)
+    assert rankme["protocol"] == "cms"
+    assert rankme["result"]["definition"] == rankme["constants"]["definition"] == "covariance"
+    assert rankme["constants"]["clamp"] == 1e-12
+    default = evaluate_metric("rankme", path, tmp_path / "paper.json")
+    assert (default["protocol"], default["result"]["definition"]) == ("magflow", "paper")

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from magflow.evaluate.classification import ScoreSummary
+from magflow.evaluate.cms import CMS_CONSTANTS, CMS_TRAIN_MPPS, cms_protocol
+from magflow.evaluate.cms import PROTOCOL as CMS
 from magflow.evaluate.clustering import KMEANS_N_INIT, KMEANS_SEED, kmeans_scores
 from magflow.evaluate.cross_mpp import LabelledTiles, cross_mpp_matrix
 from magflow.evaluate.data import EvalData, mpp_key
@@ -52,6 +54,8 @@ def _summary(summary: ScoreSummary, names: list[str]) -> dict[str, Any]:
 
 def probes(data: EvalData, context: EvalContext) -> MetricResult:
     plan = plan_splits(data, context)
+    if context.settings.protocol == CMS:
+        return cms_probes(data, plan)
     ready, left_out = probe_ready(data, plan)
     per_mpp = {}
     for m, rows in ready.items():
@@ -61,6 +65,30 @@ def probes(data: EvalData, context: EvalContext) -> MetricResult:
                                "per_seed": {"knn": scores.knn, "linear": scores.linear}}
     result = {"mpps": list(ready), "left_out": left_out, "split": plan.describe(), "scores": per_mpp}
     return MetricResult(result, plan.seeds, PROBE_CONSTANTS)
+
+
+def cms_probes(data: EvalData, plan: SplitPlan) -> MetricResult:
+    """``protocol: cms`` on the eval tiles: each split (train / val / test) is a fold (train / dev / test)."""
+    train_mpps = [m for m in data.mpps if any(np.isclose(m, s) for s in CMS_TRAIN_MPPS)]
+    if not train_mpps:
+        raise MetricSkipped(f"protocol cms fits on the standard mpps {list(CMS_TRAIN_MPPS)}; the embeddings have "
+                            f"{data.mpps}")
+    rows = np.flatnonzero(data.labels >= 0)
+    slides = data.slides[rows]
+    folds = {}
+    for split in plan.splits:
+        part = np.full(len(rows), "", dtype=object)
+        for name, members in (("train", split.train), ("dev", split.val), ("test", split.test)):
+            part[np.isin(slides, list(members))] = name
+        folds[f"seed_{split.seed}"] = part.astype(str)
+    try:
+        result = cms_protocol({m: data.features(m, rows) for m in data.mpps}, data.labels[rows], folds,
+                              present={m: data.usable(m)[rows] for m in data.mpps}, groups=slides,
+                              train_mpps=train_mpps)
+    except ValueError as error:
+        raise MetricSkipped(f"protocol cms: {error}") from None
+    out = {**result.as_result(), "split": plan.describe(), "left_out": {}}
+    return MetricResult(out, plan.seeds, {**CMS_CONSTANTS, "train_mpps": train_mpps})
 
 
 def cross_mpp(data: EvalData, context: EvalContext) -> MetricResult:
