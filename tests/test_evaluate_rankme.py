@@ -140,3 +140,10 @@ def test_profile_by_either_definition_on_the_same_rows():
         assert paper[m] == rankme(z[m][rows])
         assert covariance[m].score == pytest.approx(independent_covariance_rankme(z[m][rows]), rel=1e-10)
         assert covariance[m].n == 40
+
+
+def test_figure_label_reads_the_definition_from_the_record():
+    from magflow.report.figures import rankme_label
+
+    assert rankme_label({"result": {"definition": "covariance"}}) == "RankMe (covariance eigenvalues)"
+    assert rankme_label({"result": {"definition": "paper"}}) == rankme_label({"result": {}})

@@ -63,6 +63,13 @@ def _profile(ax: plt.Axes, mpps: Sequence[float], values: Sequence[float], label
         ax.plot(m, v, "o", color=colour, mfc=colour if is_standard(m) else "white", ms=6)
 
 
+def rankme_label(record: Mapping[str, Any]) -> str:
+    """The axis label of a RankMe record: which definition it was computed by (records before it: paper)."""
+    definition = (record.get("result") or {}).get("definition") or "paper"
+    return {"paper": "RankMe (singular values, uncentred)",
+            "covariance": "RankMe (covariance eigenvalues)"}.get(definition, f"RankMe ({definition})")
+
+
 def rankme_points(record: Mapping[str, Any]) -> tuple[list[float], list[float]]:
     result = record["result"]
     mpps = [float(m) for m in result["mpps"]]
@@ -101,7 +108,7 @@ def plot_rankme_profile(record: Mapping[str, Any], path: str | os.PathLike[str],
                 label=f"predicted I(y), {sampler.get('strategy')} (× max RankMe / max I)")
     result = record["result"]
     _mpp_axis(ax, sorted(set(mpps) | {float(k) for k in result.get("left_out", {})}))
-    ax.set_ylabel("RankMe")
+    ax.set_ylabel(rankme_label(record))
     n = sorted(set(result["n"].values()))
     ax.set_title(f"{record['model']}\nN = {', '.join(map(str, n))} tiles ({result['rows']})", fontsize=9)
     ax.legend(fontsize=7, loc="best")
@@ -130,7 +137,7 @@ def plot_rankme_comparison(records: Mapping[str, Mapping[str, Any]], path: str |
         plt.close(fig)
         return skipped_figure({"reason": "no model has a RankMe profile"}, path, "RankMe profiles")
     _mpp_axis(ax, sorted(all_mpps))
-    ax.set_ylabel("RankMe")
+    ax.set_ylabel(" / ".join(sorted({rankme_label(r) for r in records.values() if r["status"] == "ok"})))
     ax.set_title("RankMe profiles of all models", fontsize=10)
     ax.legend(fontsize=6, loc="best")
     save(fig, path)
@@ -163,7 +170,8 @@ def plot_probe_curves(record: Mapping[str, Any], path: str | os.PathLike[str],
             mean = np.array([c["mean"] for c in cells], float)
             std = np.array([c["std"] or 0.0 for c in cells], float)
             ax.fill_between(mpps, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
-            _profile(ax, mpps, mean, "kNN (k = 20)" if probe == "knn" else "linear probe", colour)
+            knn = "kNN (k chosen on dev)" if record.get("protocol") == "cms" else "kNN (k = 20)"
+            _profile(ax, mpps, mean, knn if probe == "knn" else "linear probe", colour)
             if _ok(control):
                 _control_line(ax, *_probe_means(control, probe, score), colour,
                               f"{'kNN' if probe == 'knn' else 'linear'} at initialisation (control)")
@@ -172,7 +180,8 @@ def plot_probe_curves(record: Mapping[str, Any], path: str | os.PathLike[str],
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("test score (mean ± std over splits)")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{record['model']}: {len(record['seeds'])} split(s), {result['split']['mode']}", fontsize=9)
+    mode = (result.get("split") or {}).get("mode") or result.get("protocol", "")
+    fig.suptitle(f"{record['model']}: {len(record['seeds'])} split(s), {mode}", fontsize=9)
     save(fig, path)
 
 
