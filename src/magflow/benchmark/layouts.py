@@ -165,8 +165,17 @@ def read_bracs_ms(name: str, root: Path, sheet_path: Path, mpps: Sequence[float]
     first = rows[rows["mpp"] == rows["mpp"].iloc[0]]
     order, group_labels = first_label_per_group(list(first["image_id"]), list(first["slide"]),
                                                 list(first["group"]), list(first["label_id"]))
-    assign_folds(rows, patient_folds(order, group_labels, seed))
+    assign_folds(rows, stratified_folds(name, layout, root, order, group_labels, seed))
     return finish(rows, name, layout, root, f"stratified patient folds, seed {seed}")
+
+
+def stratified_folds(name: str, layout: str, where: Path, groups: list[str], labels: list[int],
+                     seed: int) -> list[dict[str, str]]:
+    try:
+        return patient_folds(groups, labels, seed)
+    except ValueError as error:  # scikit-learn: fewer units of every label than folds
+        raise layout_error(name, layout, f"{len(groups)} patients/groups cannot make stratified 5-fold splits "
+                           f"with a 5-fold dev split inside ({error})", where) from None
 
 
 def assign_folds(rows: pd.DataFrame, folds: list[dict[str, str]]) -> None:
@@ -206,6 +215,6 @@ def read_generic(name: str, root: Path, labels_path: Path, mpps: Sequence[float]
     else:
         order, group_labels = first_label_per_group(list(labels["image"]), list(labels["slide"]),
                                                     list(labels["group"]), list(label_id))
-        assign_folds(rows, patient_folds(order, group_labels, seed))
+        assign_folds(rows, stratified_folds(name, layout, labels_path, order, group_labels, seed))
         source = f"stratified group folds, seed {seed}"
     return finish(rows, name, layout, root, source)
