@@ -67,16 +67,21 @@ def test_external_models_without_local_weights_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_encoder(ExternalModel("uni", "vit_large_patch16_224", weights=str(tmp_path / "missing.bin")))
     (tmp_path / "w.bin").write_bytes(b"")
-    with pytest.raises(ConfigError, match="hub names"):
+    with pytest.raises(ConfigError, match="weights come from its folder"):
         load_encoder(ExternalModel("v", "hf-hub:some-org/some-model", weights=str(tmp_path / "w.bin")))
     with pytest.raises(ConfigError, match="timm_name"):
         ExternalModel.from_config("x", {"weights": "w.bin"})
+    with pytest.raises(ConfigError, match=r"embed.external.x: unknown key\(s\) \['colour'\]"):
+        ExternalModel.from_config("x", {"timm_name": "vit_small_patch16_224", "colour": "red"})
     with pytest.raises(ConfigError, match="needs teacher_backbone.safetensors"):
         load_encoder(tmp_path)
-    with pytest.raises(ConfigError, match="embed.external.uni: `weights` must name a local weights file"):
+    with pytest.raises(ConfigError, match="embed.external.uni.weights: must name a local weights file"):
         external_models({"uni": {"timm_name": "vit_large_patch16_224"}})
     assert model_source("run", "results/models/run") == "results/models/run"
-    assert model_source("uni", {"timm_name": "vit_large_patch16_224", "weights": "w.bin"}).weights == "w.bin"
+    weights = str(tmp_path / "w.bin")
+    assert model_source("uni", {"timm_name": "vit_large_patch16_224", "weights": weights}).weights == weights
+    with pytest.raises(ConfigError, match=r"embed.external.uni.weights: weights file .*w2.bin does not exist"):
+        model_source("uni", {"timm_name": "vit_large_patch16_224", "weights": str(tmp_path / "w2.bin")})
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path):

@@ -1,16 +1,21 @@
 """Frozen encoders to embed with: a magflow run's exported teacher, or an external timm model.
 
 A run's model directory holds ``teacher_backbone.safetensors`` (the timm ViT's state dict) and
-``model_card.json`` (see ``magflow.pretrain.export``). An external baseline (UNI-, Virchow- or
-H-optimus-style) is a timm architecture name, its keyword arguments and a local weights file: timm
-builds it with ``pretrained=False`` and magflow never downloads anything, so a baseline without a
-weights file is refused. Either way the encoder takes RGB views in [0, 1], normalises them as the
-model expects and returns the CLS token after the final norm, optionally followed by the mean of
-the patch tokens (register tokens excluded), as one feature vector per view.
+``model_card.json`` (see ``magflow.pretrain.export``). An external model (UNI2-, Virchow2- or
+Prov-GigaPath-style, or the continuous-magnification authors' release) comes in one of the formats of
+:mod:`magflow.embed.external`: a timm name with a local weights file, timm's ``local-dir`` folder, a model
+in the local Hugging Face cache (``hf-hub:``, loaded from the cache's snapshot folder with the network
+never touched), or an authors' release folder. Nothing is ever downloaded.
+
+The encoder takes RGB views in [0, 1], normalises them as the model expects and returns one feature
+vector per view: ``cls`` (the CLS token after the final norm), ``cls+mean_patch`` (that, then the mean of
+the patch tokens, register tokens excluded) or ``pooled`` (``model(x)`` of the timm model built with
+``num_classes=0``, its own pooling and norm: what the benchmark papers' evaluation code takes).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -24,35 +29,69 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import nn
 
 from magflow.embed.control import InitControl, load_control_encoder
-from magflow.embed.external import ExternalModel
+from magflow.embed.external import FEATURES, ExternalModel, ModelFiles
 from magflow.errors import ConfigError
 from magflow.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from magflow.pretrain.backbone import Backbone, build_backbone
 from magflow.pretrain.export import CARD, WEIGHTS
 
-# Keyword arguments that name a class: a string is looked up in timm.layers (e.g. "SwiGLUPacked").
-CLASS_KWARGS = ("mlp_layer", "norm_layer", "embed_layer", "block_fn")
+# timm keyword arguments whose value names a class or function, and the modules (in order) a string value
+# is looked up in, e.g. ``mlp_layer: SwiGLUPacked`` -> timm.layers.SwiGLUPacked, ``act_layer: SiLU`` ->
+# torch.nn.SiLU. A name found in none of them is refused, naming the key; act_layer and norm_layer also take
+# timm's own lower-case names (``gelu``, ``layernorm``). Other keys are passed as they are.
+NAMED_KWARGS: dict[str, tuple[str, ...]] = {
+    "mlp_layer": ("timm.layers",),
+    "act_layer": ("timm.layers", "torch.nn"),
+    "norm_layer": ("timm.layers", "torch.nn"),
+    "embed_layer": ("timm.layers",),
+    "block_fn": ("timm.models.vision_transformer", "timm.layers"),
+}
+TIMM_RESOLVERS = {"act_layer": "get_act_layer", "norm_layer": "get_norm_layer"}
+FEATURE_DEFINITIONS = {
+    "cls": "CLS token after the final norm",
+    "cls+mean_patch": "CLS token after the final norm, then the mean of the patch tokens (register tokens excluded)",
+    "pooled": "model(x) of the timm model with num_classes=0 (its own pooling and norm, no head)",
+}
 
 
 class Encoder(nn.Module):
-    """views (B×3×H×W, RGB in [0, 1]) → features (B×D, or B×2D with the mean patch token)."""
+    """views (B×3×H×W, RGB in [0, 1]) → features (B×D, or B×2D with the mean patch token).
+
+    ``feature`` is one of ``cls``, ``cls+mean_patch`` or ``pooled``; None takes ``mean_patch`` to choose
+    between the first two.
+    """
 
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], mean_patch: bool,
-                 card: dict[str, Any], name: str) -> None:
+                 card: dict[str, Any], name: str, feature: str | None = None) -> None:
         super().__init__()
-        if mean_patch and not isinstance(model, Backbone):
-            raise ConfigError(f"model {name}: the mean patch token needs a ViT; this timm model has no patch tokens")
+        feature = feature or ("cls+mean_patch" if mean_patch else "cls")
+        if feature not in FEATURES:
+            raise ConfigError(f"model {name}: feature '{feature}' is not one of {', '.join(FEATURES)}")
+        if feature != "pooled" and not isinstance(model, Backbone):
+            raise ConfigError(f"model {name}: the {feature} feature needs a ViT with a class token; this timm "
+                              "model has none, use feature: pooled")
         self.model = model
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
-        self.mean_patch = mean_patch
+        self.feature = feature
         self.card = card
         self.name = name
         self.eval().requires_grad_(False)
 
     @property
+    def mean_patch(self) -> bool:
+        return self.feature == "cls+mean_patch"
+
+    @property
+    def timm_model(self) -> nn.Module:
+        """The timm model itself (a run's or a ViT's inside its :class:`Backbone`)."""
+        return self.model.vit if isinstance(self.model, Backbone) else self.model
+
+    @property
     def embed_dim(self) -> int:
         model = self.model
+        if self.feature == "pooled":
+            return int(self.timm_model.num_features)
         return model.embed_dim if isinstance(model, Backbone) else int(model.num_features)
 
     @property
@@ -61,12 +100,12 @@ class Encoder(nn.Module):
 
     @property
     def features(self) -> str:
-        return "cls+mean_patch" if self.mean_patch else "cls"
+        return self.feature
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         x = (views - self.mean.to(views.dtype)) / self.std.to(views.dtype)
-        if not isinstance(self.model, Backbone):
-            return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        if self.feature == "pooled":
+            return self.timm_model(x)
         out = self.model(x)
         return torch.cat([out.cls, out.patches.mean(dim=1)], dim=1) if self.mean_patch else out.cls
 
@@ -99,52 +138,74 @@ def load_run_encoder(model_dir: str | os.PathLike[str], mean_patch: bool = False
                    name or model_dir.name)
 
 
-def _timm_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def timm_kwargs(kwargs: Mapping[str, Any], where: str = "timm_kwargs") -> dict[str, Any]:
+    """``kwargs`` with the class- or function-valued ones (:data:`NAMED_KWARGS`) given by name looked up."""
     out = dict(kwargs)
-    for key in CLASS_KWARGS:
-        if isinstance(out.get(key), str):
-            if not hasattr(timm.layers, out[key]):
-                raise ConfigError(f"timm_kwargs.{key}: timm.layers has no '{out[key]}'")
-            out[key] = getattr(timm.layers, out[key])
+    for key, modules in NAMED_KWARGS.items():
+        value = out.get(key)
+        if not isinstance(value, str):
+            continue
+        found = [getattr(importlib.import_module(m), value) for m in modules
+                 if callable(getattr(importlib.import_module(m), value, None))]
+        if not found and key in TIMM_RESOLVERS:
+            try:
+                found = [getattr(timm.layers, TIMM_RESOLVERS[key])(value)]
+            except (KeyError, ValueError, AssertionError):
+                found = []
+        if not found or not callable(found[0]):
+            raise ConfigError(f"{where}.{key}: '{value}' is not a class or function in {' or '.join(modules)} "
+                              f"(the modules {key} is looked up in)")
+        out[key] = found[0]
     return out
 
 
-def _create(spec: ExternalModel, where: str) -> nn.Module:
-    kwargs = _timm_kwargs(spec.timm_kwargs)
+def _create(spec: ExternalModel, files: ModelFiles, where: str) -> nn.Module:
+    """timm builds the model: from the folder with its weights (local-dir, hf-hub), or bare (loaded after)."""
+    kwargs = timm_kwargs(spec.timm_kwargs, f"embed.external.{spec.name}.timm_kwargs")
+    from_folder = files.format in ("local-dir", "hf-hub")
+    size = {"img_size": files.img_size} if files.img_size is not None else {}
     try:
         try:
-            vit_kwargs = {"img_size": spec.img_size, "dynamic_img_size": True, **kwargs}
-            return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **vit_kwargs)
+            return timm.create_model(files.architecture, pretrained=from_folder, num_classes=0,
+                                     **{"dynamic_img_size": True, **size, **kwargs})
         except TypeError:  # not a ViT: no image size arguments
-            return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **kwargs)
-    except (RuntimeError, TypeError) as error:
-        raise ConfigError(f"{where}: timm cannot build it: {error}") from None
+            return timm.create_model(files.architecture, pretrained=from_folder, num_classes=0, **kwargs)
+    except (RuntimeError, TypeError, ValueError, KeyError) as error:
+        source = f" from {files.folder}" if from_folder else ""
+        raise ConfigError(f"{where}: timm cannot build it{source}: {error}; check timm_kwargs (e.g. "
+                          "mlp_layer: SwiGLUPacked, act_layer: SiLU)") from None
 
 
-def load_external_encoder(spec: ExternalModel, mean_patch: bool = False) -> Encoder:
-    """A timm model built with ``pretrained=False`` and loaded from ``spec.weights`` (never downloaded)."""
-    where = f"external model '{spec.name}' ({spec.timm_name})"
-    if not spec.weights:
-        raise ConfigError(f"{where}: no local weights file given; magflow never downloads weights "
-                          "(timm pretrained=False). Download them yourself and set `weights:` to the file")
-    weights = Path(spec.weights)
-    if not weights.is_file():
-        raise ConfigError(f"{where}: weights file {weights} does not exist; fix `weights:`")
-    if spec.timm_name.startswith(("hf-hub:", "hf_hub:")):
-        raise ConfigError(f"{where}: hub names would fetch a config; give the timm architecture name "
-                          "(e.g. vit_large_patch16_224) and its timm_kwargs instead")
-    model = _create(spec, where)
+def _load_weights(model: nn.Module, weights: Path, where: str) -> None:
     is_vit = isinstance(model, VisionTransformer) and model.cls_token is not None
     result = load_checkpoint(model, str(weights), strict=False, filter_fn=checkpoint_filter_fn if is_vit else None)
     unexpected = [key for key in result.unexpected_keys if not key.startswith(("head.", "fc.", "classifier."))]
     if result.missing_keys or unexpected:
         raise ConfigError(f"{where}: weights {weights} do not fit: missing {result.missing_keys[:5]}, unexpected "
-                          f"{unexpected[:5]}; check timm_name and timm_kwargs")
-    card = {"architecture": {"timm_name": spec.timm_name, "timm_kwargs": dict(spec.timm_kwargs),
-                             "img_size": spec.img_size, "embed_dim": int(model.num_features)},
-            "external": True, "weights": {"file": weights.name}, "input": {"mean": list(spec.mean),
-                                                                          "std": list(spec.std)}}
-    return Encoder(Backbone(model) if is_vit else model, spec.mean, spec.std, mean_patch, card, spec.name)
+                          f"{unexpected[:5]}; check the architecture and timm_kwargs")
+
+
+def load_external_encoder(spec: ExternalModel, mean_patch: bool = False) -> Encoder:
+    """An external model in any of the formats of :mod:`magflow.embed.external`; nothing is downloaded."""
+    files = spec.resolve()
+    where = f"external model '{spec.name}' ({files.format} {files.location})"
+    model = _create(spec, files, where)
+    if files.format in ("timm-weights", "release"):
+        _load_weights(model, files.weights, where)
+    model.eval()
+    is_vit = isinstance(model, VisionTransformer) and model.cls_token is not None
+    feature = spec.feature or (("cls+mean_patch" if mean_patch else "cls") if is_vit else "pooled")
+    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    card = {"model": spec.name, "external": True, "source": files.record(),
+            "architecture": {"timm_name": str(model.pretrained_cfg.get("architecture") or files.architecture),
+                             "timm_kwargs": dict(spec.timm_kwargs),
+                             "img_size": list(img_size) if img_size is not None else None,
+                             "embed_dim": int(model.num_features)},
+            "feature": feature, "feature_definition": FEATURE_DEFINITIONS[feature],
+            "weights": {"file": files.weights.name},
+            "input": {"range": "RGB in [0, 1], then normalised", "mean": list(files.mean), "std": list(files.std),
+                      "normalisation_from": dict(files.normalisation_from)}}
+    return Encoder(Backbone(model) if is_vit else model, files.mean, files.std, mean_patch, card, spec.name, feature)
 
 
 def load_encoder(source: str | os.PathLike[str] | ExternalModel | InitControl, mean_patch: bool = False,

@@ -1,4 +1,12 @@
-"""The trained teacher backbone as a timm-compatible safetensors file, with a JSON model card beside it."""
+"""The trained teacher backbone as a timm-compatible safetensors file, with a JSON model card beside it, and
+the same weights as a timm ``local-dir`` folder (``timm/`` beside them) ready for the Hugging Face Hub.
+
+The folder holds ``config.json`` (``architecture``, ``num_features``, ``model_args``, ``pretrained_cfg``),
+``model.safetensors`` and ``README.md`` (a model card with Hugging Face front matter), so
+``timm.create_model("local-dir:results/models/RUN/timm", pretrained=True)`` rebuilds the teacher and
+``model(x)`` gives the CLS token magflow embeds with; ``hf upload ORG/NAME results/models/RUN/timm``
+publishes it as it is, and then ``hf-hub:ORG/NAME`` loads it.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +25,8 @@ from magflow.weights_file import save_weights
 
 WEIGHTS = "teacher_backbone.safetensors"
 CARD = "model_card.json"
+TIMM_DIR = "timm"  # the timm local-dir folder inside a run's directory
+TIMM_FILES = ("config.json", "model.safetensors", "README.md")
 
 
 def architecture(backbone: Backbone, timm_name: str, timm_kwargs: dict[str, Any], img_size: int) -> dict[str, Any]:
@@ -66,7 +76,131 @@ def export_teacher(backbone: Backbone, out_dir: str | os.PathLike[str], card: di
                                 "keys": "timm VisionTransformer state dict (num_classes=0)"}}
     with atomic_path(card_path) as tmp:
         tmp.write_text(json.dumps(card, indent=1, default=str) + "\n")
+    export_timm(backbone, out_dir / TIMM_DIR, card, tensors)
     return weights, card_path
+
+
+def timm_config(backbone: Backbone, arch: dict[str, Any]) -> dict[str, Any]:
+    """timm's ``config.json`` of the backbone: what ``timm.create_model(architecture, **model_args)`` rebuilds it
+    from, and the ``pretrained_cfg`` (normalisation, input size) data pipelines read."""
+    vit, img_size = backbone.vit, int(arch["img_size"])
+    norm = arch.get("input") or {}
+    model_args = {**dict(arch.get("timm_kwargs") or {}), "img_size": img_size,
+                  "patch_size": int(vit.patch_embed.patch_size[0]), "embed_dim": int(vit.embed_dim),
+                  "depth": len(vit.blocks), "num_heads": int(vit.blocks[0].attn.num_heads),
+                  "reg_tokens": int(vit.num_reg_tokens), "global_pool": vit.global_pool, "dynamic_img_size": True}
+    pretrained_cfg = {"tag": "magflow", "custom_load": False, "input_size": [3, img_size, img_size],
+                      "fixed_input_size": False, "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center",
+                      "mean": list(norm.get("mean", IMAGENET_MEAN)), "std": list(norm.get("std", IMAGENET_STD)),
+                      "num_classes": 0, "pool_size": None, "first_conv": "patch_embed.proj", "classifier": "head"}
+    return {"architecture": arch["timm_name"], "num_classes": 0, "num_features": int(vit.num_features),
+            "global_pool": vit.global_pool, "model_args": model_args, "pretrained_cfg": pretrained_cfg}
+
+
+def export_timm(backbone: Backbone, folder: str | os.PathLike[str], card: dict[str, Any],
+                tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the timm ``local-dir`` folder of the backbone: ``config.json``, ``model.safetensors`` (the same
+    tensors as the teacher export, byte-identical for equal weights) and the ``README.md`` model card."""
+    folder = Path(folder)
+    if tensors is None:
+        tensors = {name: t.detach().float().cpu().contiguous() for name, t in backbone.vit.state_dict().items()}
+    config = timm_config(backbone, card["architecture"])
+    save_weights(tensors, folder / "model.safetensors", {"format": "pt"})
+    with atomic_path(folder / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+    with atomic_path(folder / "README.md") as tmp:
+        tmp.write_text(hub_readme(card, config))
+    return folder
+
+
+def _commit(card: dict[str, Any]) -> str:
+    git = card.get("commit")
+    if isinstance(git, dict):
+        return f"{git.get('commit', 'unknown')}{' (uncommitted changes)' if git.get('dirty') else ''}"
+    return str(git or "unknown")
+
+
+def _sampler(card: dict[str, Any]) -> str:
+    sampler = card.get("sampler")
+    if isinstance(sampler, dict):
+        parts = [f"{k} {sampler[k]}" for k in ("strategy", "kernel", "lam", "mpp", "du_mpps") if sampler.get(k)
+                 is not None]
+        if sampler.get("range"):
+            parts.append(f"range {sampler['range'][0]}-{sampler['range'][1]} mpp")
+        return ", ".join(parts)
+    if isinstance(card.get("mad"), dict):
+        return "magnification-aware distillation: " + ", ".join(f"{k} {v}" for k, v in card["mad"].items()
+                                                                  if not isinstance(v, (dict, list)))
+    return "none recorded"
+
+
+def _data(card: dict[str, Any]) -> str:
+    data = card.get("data")
+    if not isinstance(data, dict):
+        return "none recorded"
+    stores = data.get("stores") or []
+    parts = [f"{len(stores)} tile store(s)"] if stores else []
+    parts += [f"{k} {data[k]}" for k in ("tiles", "scales", "source_px", "cell_px") if data.get(k) is not None]
+    return ", ".join(parts)
+
+
+def hub_readme(card: dict[str, Any], config: dict[str, Any]) -> str:
+    """A Hugging Face model card (YAML front matter, then Markdown) from the run's model card."""
+    pcfg, args = config["pretrained_cfg"], config["model_args"]
+    training = card.get("training") or {}
+    rows = [("Model", card.get("model", "magflow teacher backbone")),
+            ("Strategy", card.get("strategy", "none recorded")),
+            ("Sampler", _sampler(card)),
+            ("Data", _data(card)),
+            ("Iterations", card.get("iterations", "none recorded")),
+            ("Global batch", training.get("global_batch", "none recorded")),
+            ("Seed", card.get("seed", "none recorded")),
+            ("Precision", card.get("precision", "none recorded")),
+            ("magflow commit", _commit(card)),
+            ("Weights sha256 (teacher export)", (card.get("weights") or {}).get("sha256", "none recorded"))]
+    table = "\n".join(f"| {name} | {str(value).replace('|', '/')} |" for name, value in rows)
+    size = pcfg["input_size"][-1]
+    return f"""---
+library_name: timm
+pipeline_tag: image-feature-extraction
+tags:
+- timm
+- image-feature-extraction
+- histopathology
+- magflow
+---
+
+# {config['architecture']} pretrained with magflow
+
+A self-supervised ViT teacher backbone (`{config['architecture']}`, patch {args['patch_size']}, embed dim
+{args['embed_dim']}, {args['reg_tokens']} register tokens) for pathology tiles, trained by magflow.
+No license is set: add a `license:` line to the front matter above before you share it.
+
+| Setting | Value |
+|---|---|
+{table}
+
+The full training record (config, views, sampler, package versions) is the run's `model_card.json`.
+
+## Use
+
+```python
+import timm
+import torch
+
+model = timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True).eval()  # or "hf-hub:ORG/NAME"
+x = torch.rand(1, 3, {size}, {size})  # RGB in [0, 1]
+mean = torch.tensor({pcfg['mean']}).view(1, 3, 1, 1)
+std = torch.tensor({pcfg['std']}).view(1, 3, 1, 1)
+with torch.no_grad():
+    features = model((x - mean) / std)  # 1 x {config['num_features']}: the CLS token after the final norm
+```
+
+Inputs are RGB in [0, 1], normalised with mean {pcfg['mean']} and std {pcfg['std']}, {size} px (other sizes
+work: the position embeddings are interpolated). `model(x)` (`num_classes=0`, `global_pool="{config['global_pool']}"`)
+returns the CLS token after the final norm, the feature magflow embeds with; `model.forward_features(x)`
+gives every token.
+"""
 
 
 def load_teacher(out_dir: str | os.PathLike[str]) -> Backbone:
