@@ -9,6 +9,7 @@ from magflow.lazy import lazy_namespace
 
 __all__ = lazy_namespace(__name__, {
     "centroids": ["CentroidSimilarity", "centroid_similarity"],
+    "cms": ["CMS_C_GRID", "CMS_K_GRID", "CMS_TRAIN_MPPS", "CmsResult", "cms_protocol"],
     "classification": ["ClassificationScores", "MeanStd", "ScoreSummary", "classification_scores", "mean_std", "summarize"],
     "clustering": ["KMEANS_N_INIT", "KMEANS_SEED", "ClusteringScores", "kmeans_scores"],
     "consistency": ["COARSE_MPP", "FINE_MPP", "HierarchyConsistency", "hierarchy_consistency", "parent_rows"],
@@ -18,6 +19,7 @@ __all__ = lazy_namespace(__name__, {
     "linear_probe": ["C_GRID", "LinearProbe", "fit_linear_probe", "fit_probe_on_split", "linear_probe_scores"],
     "rankme": ["RANKME_DEFINITIONS", "RANKME_EPS", "RANKME_MAX_N", "RankMe", "rankme", "rankme_by_definition",
                "rankme_by_mpp", "rankme_covariance", "rankme_of_singular_values", "shared_rows"],
+    "robustness": ["MagnificationRobustness", "RI_K_CANDIDATES", "robustness_index"],
     "segmentation": ["SegmentationScores", "segmentation_scores", "tile_label_map"],
     "splits": ["SEEDS", "SlideSplit", "Split", "distinct_splits", "seeded_splits", "split_slides", "split_units"],
 })
