@@ -314,3 +314,24 @@ def test_resample_matches_a_step_by_step_computation(tile):
         np.testing.assert_array_equal(ours, independent_resample(region, mpp, tile))
     with pytest.raises(ValueError, match="smaller"):
         region_at_mpp(region[: 4 * tile], 2.0, tile)
+
+
+def test_schema_describes_the_entries_with_the_package_defaults():
+    import yaml
+
+    from magflow.benchmark.config import DEFAULT_SEED, KEYS
+    from magflow.config import check_config
+
+    schema_path = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+    entry = yaml.safe_load(schema_path.read_text())["properties"]["benchmarks"]["additionalProperties"]
+    assert set(entry["properties"]) == set(KEYS)
+    assert entry["properties"]["layout"]["enum"] == ["tcga-ms", "bracs-ms", "generic"]
+    assert tuple(entry["properties"]["mpps"]["default"]) == PROFILE_MPPS
+    assert entry["properties"]["seed"]["default"] == DEFAULT_SEED
+    config = yaml.safe_load((schema_path.parents[2] / "config" / "config.yaml").read_text())
+    assert config["benchmarks"] == {}
+    config["benchmarks"] = {"b": {"layout": "bracs-ms", "root": "r", "patients": "p.csv", "seed": 22}}
+    check_config(config, schema_path)
+    config["benchmarks"] = {"b": {"layout": "bracs", "root": "r"}}
+    with pytest.raises(ConfigError, match="benchmarks.b.layout"):
+        check_config(config, schema_path)
