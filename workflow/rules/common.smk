@@ -192,7 +192,7 @@ def pretrain_targets():
 
 # -- embeddings: every slide's stores of one tile set, embedded by each run and each external baseline ---
 EMBED = config["embed"]
-EXTERNAL_MODELS = external_models(EMBED["external"])  # refuses a baseline without a local weights file
+EXTERNAL_MODELS = external_models(EMBED["external"])  # refuses a model whose files are not all local
 if EMBED["tileset"] not in config["tilesets"]:
     raise ConfigError(f"embed.tileset: '{EMBED['tileset']}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
 _clash = sorted(set(EXTERNAL_MODELS) & set(RUN_SPACE.instance_patterns))
@@ -227,7 +227,7 @@ def embed_model(wildcards):
 
 def embed_model_files(wildcards):
     if wildcards.model in EXTERNAL_MODELS:
-        return {"weights": EXTERNAL_MODELS[wildcards.model].weights}
+        return {"weights": EXTERNAL_MODELS[wildcards.model].resolve().files}  # config.json and weights, all local
     if wildcards.model in CONTROLS:  # the run's card holds its training config and seed
         return {"card": f"results/models/{CONTROLS[wildcards.model]}/model_card.json"}
     return {"weights": f"results/models/{wildcards.model}/teacher_backbone.safetensors",

@@ -9,6 +9,7 @@ rule pretrain:
     output:
         weights="results/models/{run}/teacher_backbone.safetensors",
         card="results/models/{run}/model_card.json",
+        timm=multiext("results/models/{run}/timm/", "config.json", "model.safetensors", "README.md"),
     params:
         out_dir=lambda wildcards: f"results/models/{wildcards.run}",
         train=run_train,
