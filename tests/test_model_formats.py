@@ -272,3 +272,29 @@ def test_missing_files_name_the_key_and_the_path(tmp_path, local_dir):
         external_models({"m": {"release": str(release), "feature": "mean"}})
     with pytest.raises(ConfigError, match=r"embed.external.m.weights: a local-dir model's weights come from"):
         external_models({"m": {"timm_name": f"local-dir:{release}", "weights": "w.bin"}})
+
+
+def test_a_finished_run_gets_its_timm_folder_afterwards(tmp_path, capsys):
+    from magflow.cli import main
+
+    torch.manual_seed(4)
+    backbone = build_backbone("vit_small_patch16_224", img_size=32, patch_size=8, **TINY_VIT)
+    card = {"architecture": architecture(backbone, "vit_small_patch16_224", TINY_VIT, 32), "strategy": "cu"}
+    run = tmp_path / "run"
+    export_teacher(backbone, run, card)
+    written = {name: (run / TIMM_DIR / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    shutil.rmtree(run / TIMM_DIR)
+    assert main(["export-timm", str(run)]) == 0 and "local-dir:" in capsys.readouterr().out
+    assert {name: (run / TIMM_DIR / name).read_bytes() for name in written} == written
+    assert main(["export-timm", str(tmp_path / "nothing")]) == 2
+    assert "needs teacher_backbone.safetensors" in capsys.readouterr().err
+
+
+def test_the_command_line_names_external_models_in_every_format(local_dir):
+    from magflow.cli import _encoder_source, build_parser
+
+    args = build_parser().parse_args(["embed", "s.h5", "--out", "e.h5", "--timm-name", f"local-dir:{local_dir}",
+                                      "--feature", "pooled", "--mean", "0.5", "0.5", "0.5", "--name", "mine"])
+    spec = _encoder_source(args)
+    assert (spec.name, spec.format, spec.feature, spec.mean, spec.img_size) == ("mine", "local-dir", "pooled",
+                                                                                 [0.5] * 3, None)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from magflow import __version__
 from magflow.embed.control import InitControl
-from magflow.embed.external import ExternalModel
+from magflow.embed.external import FEATURES, ExternalModel
 from magflow.errors import ConfigError, MagflowError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -142,6 +142,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_timm(args: argparse.Namespace) -> int:
+    from magflow.pretrain.export import export_timm_run
+
+    folder = export_timm_run(args.run_dir)
+    print(f"wrote {folder}: timm.create_model('local-dir:{folder}', pretrained=True) loads it")
+    return 0
+
+
 def _read(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -201,13 +209,26 @@ def _abmil(args: argparse.Namespace) -> int:
 
 
 def _add_encoder_arguments(p: argparse.ArgumentParser) -> None:
-    """The frozen encoder of `embed` and `regions`: a run's directory, or a timm model with local weights."""
+    """The frozen encoder of `embed` and `regions`: a run's directory, or an external model
+    (magflow.embed.external: a timm name + weights, local-dir:, hf-hub: from the local cache, a release folder)."""
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-dir", help="a run's directory: teacher_backbone.safetensors + model_card.json")
-    source.add_argument("--timm-name", help="an external timm architecture; needs --weights (never downloaded)")
-    p.add_argument("--weights", help="the external model's local weights file")
-    p.add_argument("--img-size", type=int, default=224, help="the external model's image size")
-    p.add_argument("--timm-kwargs", default="{}", help='JSON keyword arguments for timm, e.g. \'{"init_values": 1e-5}\'')
+    source.add_argument("--timm-name", help="an external model: a timm architecture with --weights, local-dir:FOLDER, "
+                                            "or hf-hub:ORG/NAME read from the local cache only (never downloaded)")
+    source.add_argument("--release", help="an authors' release folder: config.json (architecture, img_size) + "
+                                          "NAME.safetensors")
+    p.add_argument("--weights", help="with a timm architecture: the external model's local weights file")
+    p.add_argument("--release-model", help="the release's NAME (NAME.safetensors), when it holds several")
+    p.add_argument("--hf-cache", help="hf-hub: the Hugging Face cache folder (default: HF_HUB_CACHE, HF_HOME/hub)")
+    p.add_argument("--img-size", type=int, help="the external model's input size (default: its own; 224 for a timm "
+                                                "architecture)")
+    p.add_argument("--timm-kwargs", default="{}", help='JSON keyword arguments for timm, e.g. \'{"init_values": 1e-5}\' '
+                                                       'or \'{"mlp_layer": "SwiGLUPacked", "act_layer": "SiLU"}\'')
+    p.add_argument("--mean", type=float, nargs=3, help="the external model's normalisation mean (default: its "
+                                                       "pretrained_cfg, else ImageNet)")
+    p.add_argument("--std", type=float, nargs=3, help="the external model's normalisation std")
+    p.add_argument("--feature", choices=FEATURES, help="the external model's feature: pooled (model(x), the "
+                                                        "benchmark papers' protocol), cls or cls+mean_patch")
     p.add_argument("--name", help="model name recorded in the file (default: the directory or timm name)")
 
 
@@ -215,8 +236,12 @@ def _encoder_source(args: argparse.Namespace) -> str | ExternalModel:
     """What `_add_encoder_arguments` parsed: the run directory, or the external model's settings."""
     if args.model_dir:
         return args.model_dir
-    return ExternalModel(args.name or args.timm_name, args.timm_name, args.weights, args.img_size,
-                         json.loads(args.timm_kwargs))
+    settings = {"timm_name": args.timm_name, "weights": args.weights, "release": args.release,
+                "release_model": args.release_model, "hf_cache": args.hf_cache, "img_size": args.img_size,
+                "timm_kwargs": json.loads(args.timm_kwargs), "mean": args.mean, "std": args.std,
+                "feature": args.feature}
+    name = args.name or args.timm_name or Path(args.release).name
+    return ExternalModel.from_config(name, {k: v for k, v in settings.items() if v is not None})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     steps.add_parser("pretrain", add_help=False,
                      help="train one DINOv2 run: magflow pretrain --config run.yaml (see magflow pretrain --help); "
                           "multi-GPU: torchrun --nproc_per_node=N -m magflow.pretrain.run --config run.yaml")
+
+    p = steps.add_parser("export-timm", help="write a finished run's timm local-dir folder (RUN/timm: config.json, "
+                                             "model.safetensors, README.md) from its teacher export")
+    p.add_argument("run_dir", help="a run's directory: teacher_backbone.safetensors + model_card.json")
+    p.set_defaults(handler=_export_timm)
 
     p = steps.add_parser("read", help="read one square patch at a target mpp into a PNG")
     p.add_argument("slide")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from magflow.atomic import atomic_path
+from magflow.errors import ConfigError
 from magflow.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from magflow.pretrain.backbone import Backbone, build_backbone
 from magflow.weights_file import save_weights
@@ -201,6 +202,16 @@ work: the position embeddings are interpolated). `model(x)` (`num_classes=0`, `g
 returns the CLS token after the final norm, the feature magflow embeds with; `model.forward_features(x)`
 gives every token.
 """
+
+
+def export_timm_run(run_dir: str | os.PathLike[str]) -> Path:
+    """Write ``timm/`` of a run that finished before runs wrote it, from its teacher export and model card
+    (the same bytes as the run would have written)."""
+    run_dir = Path(run_dir)
+    card_path = run_dir / CARD
+    if not card_path.is_file() or not (run_dir / WEIGHTS).is_file():
+        raise ConfigError(f"run directory {run_dir}: needs {WEIGHTS} and {CARD} (written when pretraining finishes)")
+    return export_timm(load_teacher(run_dir), run_dir / TIMM_DIR, json.loads(card_path.read_text()))
 
 
 def load_teacher(out_dir: str | os.PathLike[str]) -> Backbone:
