@@ -199,6 +199,12 @@ def test_timm_kwargs_by_name(tmp_path, views):
                           act_layer=torch.nn.SiLU)
     out, encoder = features(spec, views)
     assert torch.equal(out, pooled) and encoder.card["architecture"]["timm_kwargs"] == kwargs
+    dotted = {"mlp_layer": "timm.layers.SwiGLUPacked", "act_layer": "torch.nn.SiLU"}
+    assert torch.equal(features(ExternalModel.from_config("v2", {"timm_name": f"local-dir:{folder}", "feature":
+                                                               "pooled", "timm_kwargs": dotted}), views)[0], pooled)
+    with pytest.raises(ConfigError, match=r"embed.external.v2.timm_kwargs.act_layer: 'os.system' is not"):
+        load_encoder(ExternalModel.from_config("v2", {"timm_name": f"local-dir:{folder}",
+                                                      "timm_kwargs": {**kwargs, "act_layer": "os.system"}}))
     with pytest.raises(ConfigError, match="(?s)timm cannot build it .*check timm_kwargs"):
         load_encoder(ExternalModel.from_config("v2", {"timm_name": f"local-dir:{folder}"}))
     with pytest.raises(ConfigError, match=r"embed.external.v2.timm_kwargs.mlp_layer: 'SwiGLUPackd' is not a class "

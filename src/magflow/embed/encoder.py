@@ -37,8 +37,9 @@ from magflow.pretrain.export import CARD, WEIGHTS
 
 # timm keyword arguments whose value names a class or function, and the modules (in order) a string value
 # is looked up in, e.g. ``mlp_layer: SwiGLUPacked`` -> timm.layers.SwiGLUPacked, ``act_layer: SiLU`` ->
-# torch.nn.SiLU. A name found in none of them is refused, naming the key; act_layer and norm_layer also take
-# timm's own lower-case names (``gelu``, ``layernorm``). Other keys are passed as they are.
+# torch.nn.SiLU (a dotted name such as ``torch.nn.SiLU`` must start with one of them). A name found in none
+# of them is refused, naming the key; act_layer and norm_layer also take timm's own lower-case names
+# (``gelu``, ``layernorm``). Other keys are passed as they are.
 NAMED_KWARGS: dict[str, tuple[str, ...]] = {
     "mlp_layer": ("timm.layers",),
     "act_layer": ("timm.layers", "torch.nn"),
@@ -145,8 +146,10 @@ def timm_kwargs(kwargs: Mapping[str, Any], where: str = "timm_kwargs") -> dict[s
         value = out.get(key)
         if not isinstance(value, str):
             continue
-        found = [getattr(importlib.import_module(m), value) for m in modules
-                 if callable(getattr(importlib.import_module(m), value, None))]
+        module, dot, attr = value.rpartition(".")  # "torch.nn.SiLU": only from one of the key's modules
+        search = [module] if dot and module in modules else [] if dot else list(modules)
+        found = [getattr(importlib.import_module(m), attr) for m in search
+                 if callable(getattr(importlib.import_module(m), attr, None))]
         if not found and key in TIMM_RESOLVERS:
             try:
                 found = [getattr(timm.layers, TIMM_RESOLVERS[key])(value)]
