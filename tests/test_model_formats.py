@@ -304,3 +304,18 @@ def test_the_command_line_names_external_models_in_every_format(local_dir):
     spec = _encoder_source(args)
     assert (spec.name, spec.format, spec.feature, spec.mean, spec.img_size) == ("mine", "local-dir", "pooled",
                                                                                  [0.5] * 3, None)
+
+
+def test_an_external_model_embeds_a_tile_set_and_its_source_is_recorded(local_dir, tmp_path):
+    from embed_fixtures import smooth_field, write_analytic_store
+    from magflow.embed import embed_tileset
+    from magflow.embed.output import read_embeddings
+
+    store = write_analytic_store(tmp_path / "a.h5", smooth_field, slide_id="a", size_um=64)
+    spec = ExternalModel.from_config("mine", {"timm_name": f"local-dir:{local_dir}", "feature": "pooled"})
+    out = tmp_path / "mine.h5"
+    embed_tileset([store], out, spec, mpps=[0.5, 1.0], progress=False, device="cpu")
+    emb = read_embeddings(out)
+    assert emb.attrs["features"] == "pooled" and emb.attrs["feature_dim"] == 32
+    card = emb.attrs["model_card"]
+    assert card["source"]["format"] == "local-dir" and card["input"]["mean"] == [0.5] * 3
