@@ -48,6 +48,8 @@ SAME_AT_BOTH_SCALES = [
     "embed.external",
     "evaluate.splits", "evaluate.seeds", "evaluate.test_fraction", "evaluate.val_fraction",  # the protocol
     "evaluate.hierarchy.*", "evaluate.segmentation.*",
+    "evaluate.protocol", "evaluate.rankme.*",       # named protocol and RankMe definition, chosen per study
+    "benchmarks",                                   # the user's benchmark folders, none by default
     "aggregate.tileset", "aggregate.encoder", "aggregate.t", "aggregate.modes",
     "resources.tissue_mask.*", "resources.extract_tiles.*", "resources.region_embed.runtime",  # per-slide jobs
 ]
