@@ -15,7 +15,7 @@ from magflow import cli, writable
 from magflow.atomic import atomic_path
 from magflow.errors import MagflowError, OutputError
 from magflow.logs import log_to_file
-from magflow.writable import check_writable, folder_problem
+from magflow.writable import check_writable, folder_problem, make_output_dir
 from test_workflow import PHANTOM_ROWS, REPO, make_project, run
 
 ROOT = os.geteuid() == 0
@@ -149,6 +149,27 @@ def test_the_writable_check_sees_a_full_disk(tmp_path, monkeypatch):
     no_space(monkeypatch)
     with pytest.raises(OutputError, match=rf"disk full \(no space left for {tmp_path}, 0 B free\)"):
         check_writable([tmp_path / "results"])
+
+
+def test_a_training_folder_that_refuses_files_is_named_before_training(tmp_path):
+    run_dir = tmp_path / "models" / "du_s0"
+    run_dir.mkdir(parents=True)
+    with unwritable(run_dir):
+        with pytest.raises(OutputError, match=rf"output folder {run_dir}: the folder {run_dir} is not writable"):
+            make_output_dir(run_dir)
+    assert make_output_dir(tmp_path / "new" / "run").is_dir()
+
+
+def test_the_mixer_cli_names_an_unmakeable_run_folder(tmp_path, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    with unwritable(models):
+        code = cli.main(["mixer", str(tmp_path / "absent.h5"), "--out-dir", str(models / "cmem")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"magflow mixer: error: cannot make the output folder {models / 'cmem'}: the folder "
+                          f"{models} is not writable"), err
+    assert "Traceback" not in err
 
 
 def test_the_cli_prints_an_error_line_naming_the_output(tmp_path, monkeypatch, capsys):

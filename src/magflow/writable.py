@@ -135,3 +135,20 @@ def check_writable(roots: Iterable[str | os.PathLike[str]]) -> None:
     problems = folder_problems(roots)
     if problems:
         raise OutputError("cannot write the outputs: " + "; and ".join(problems) + ". No job was started.")
+
+
+def make_output_dir(folder: str | os.PathLike[str]) -> Path:
+    """``mkdir -p folder``; a folder that cannot be made raises :class:`OutputError` naming it and the fix."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if error.errno not in DISK_ERRNOS:
+            raise
+        blocked = Path(error.filename).parent if error.filename else folder
+        raise OutputError(f"cannot make the output folder {folder}: "
+                          f"{reason(error.errno, blocked, error.strerror)}") from error
+    problem = folder_problem(folder)  # it exists (made now or before), but may still refuse files
+    if problem:
+        raise OutputError(f"cannot write into the output folder {folder}: {problem}")
+    return folder

@@ -46,6 +46,7 @@ from magflow.pretrain import seeds
 from magflow.pretrain.checkpoint import CHECKPOINT, check_same_run, load_checkpoint, save_checkpoint
 from magflow.pretrain.schedules import CosineSchedule
 from magflow.weights_file import save_weights
+from magflow.writable import make_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _train_mixer(config: MixerTrainConfig, region_files: Sequence[str | os.PathL
                  stop_at: int | None, progress: bool, device: str | torch.device | None,
                  provenance_config: dict[str, Any] | None, on_step: Callable[[int, dict[str, float]], None] | None,
                  stop_request: preemption.StopRequest) -> MixerTrainResult:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     device = pick_device(device)
     precision = ("bf16" if device.type == "cuda" else "fp32") if config.precision == "auto" else config.precision
     source = RegionSource(region_files)

@@ -57,6 +57,7 @@ from magflow.pretrain.strategy import SamplingStrategy, Strategy, config_identit
 from magflow.pretrain.targets import Center
 from magflow.pretrain.train_config import TrainConfig
 from magflow.sampling.sampler import Sampler
+from magflow.writable import make_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
     device, rank = process.device, process.rank
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # the sharp teacher softmax makes denormal gradients: CPU matmuls ~5x slower
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     strategy: Strategy = MadStrategy(config, stores, sampler) if isinstance(sampler, MadConfig) else \
         SamplingStrategy(config, stores, sampler)
     precision = resolve_precision(config.precision, device)
