@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from magflow import __version__
+from magflow.benchmark.paths import LAYOUTS
 from magflow.embed.control import InitControl
 from magflow.embed.external import FEATURES, ExternalModel
 from magflow.errors import ConfigError, MagflowError
@@ -103,6 +104,35 @@ def _embed(args: argparse.Namespace) -> int:
     for mpp, count in summary["counts"].items():
         print(f"{mpp} mpp: {count['valid']} tiles embedded, {count['skipped']} skipped")
     print(f"{summary['tiles']} tiles, {summary['complete']} at every mpp ({summary['precision']}); wrote {args.out}")
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from magflow.benchmark.config import BenchmarkSpec
+    from magflow.benchmark.run import run_benchmark
+
+    root = Path(args.root)
+    name = args.benchmark or root.resolve().name
+    settings = {"layout": args.layout, "root": args.root, "labels": args.labels, "patients": args.patients,
+                "mpps": args.mpps, "seed": args.seed}
+    spec = BenchmarkSpec.from_config(name, {k: v for k, v in settings.items() if v is not None})
+    model = _encoder_source(args)
+    model_name = args.name or (Path(model).name if isinstance(model, str) else model.name)
+    record = run_benchmark(spec, model, args.out_embeddings, args.out_record, name=model_name,
+                           batch_size=args.batch_size, workers=args.workers, device=args.device)
+    print(f"{name} ({record['layout']}) x {model_name}: {record['counts']['images']} images at "
+          f"{len(record['mpps'])} mpps, fed at {record['input_px']} px"
+          + (f" (resized from {record['native_px']} px)" if record["resized"] else ""))
+    print("mpp    kNN bal. acc.    linear bal. acc.   RankMe paper / covariance")
+    for mpp in record["mpps"]:
+        key = f"{mpp:g}"
+        knn, linear = (record["probes"][p]["per_mpp"][key]["balanced_accuracy"] for p in ("knn", "linear"))
+        print(f"{key:<6} {knn['mean']:.3f} ± {knn['std']:.3f}    {linear['mean']:.3f} ± {linear['std']:.3f}"
+              f"      {record['rankme']['paper'][key]:.2f} / {record['rankme']['covariance'][key]:.2f}")
+    robustness = record["robustness"]
+    print("magnification robustness index: " + (f"{robustness['index']:.3f} (k = {robustness['k']})"
+                                                if robustness["index"] is not None else robustness["reason"]))
+    print(f"wrote {args.out_embeddings} and {args.out_record}")
     return 0
 
 
@@ -327,6 +357,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.set_defaults(handler=_embed)
+
+    p = steps.add_parser("benchmark", help="one model on one multi-magnification benchmark folder (TCGA-MS, BRACS-MS "
+                                           "or generic): embeddings, the cms probes, RankMe and the robustness index")
+    p.add_argument("--layout", required=True, choices=LAYOUTS,
+                   help="the benchmark folder's layout (config/README.md describes them)")
+    p.add_argument("--root", required=True, help="the benchmark folder, the one holding the mpp folders")
+    sheet = p.add_mutually_exclusive_group()
+    sheet.add_argument("--labels", help="tcga-ms, generic: the label CSV (default: ROOT/labels.csv)")
+    sheet.add_argument("--patients", help="bracs-ms: the WSI -> patient sheet (default: ROOT/BRACS.xlsx)")
+    p.add_argument("--mpps", type=float, nargs="+", help="mpps (default: 0.25 0.375 0.5 0.75 1 1.5 2)")
+    p.add_argument("--seed", type=int, help="seed of the folds magflow makes (bracs-ms; generic without folds)")
+    p.add_argument("--benchmark", help="benchmark name recorded (default: the root folder's name)")
+    _add_encoder_arguments(p)
+    p.add_argument("--out-embeddings", required=True, help="output HDF5, e.g. results/benchmarks/BENCH/MODEL.h5")
+    p.add_argument("--out-record", required=True, help="output JSON, e.g. results/benchmarks/BENCH/MODEL.json")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes decoding the PNGs")
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
+    p.set_defaults(handler=_benchmark)
 
     p = steps.add_parser("evaluate", help="metric records of one embeddings file (RankMe, probes, cross-mpp, "
                                           "clustering, centroids, consistency, segmentation)")
