@@ -245,10 +245,17 @@ def test_bracs_ms_is_resized_to_a_fixed_size_model_and_folds_keep_patients_apart
     assert record["folds"]["source"] == "stratified patient folds, seed 42"
 
 
-def test_a_missing_mpp_folder_names_the_benchmark_and_the_path(tcga, model_dir, tmp_path):
+def test_a_missing_mpp_folder_or_an_odd_image_names_the_benchmark_and_the_path(tcga, model_dir, tmp_path):
     spec, _, _, _ = tcga
     root = tmp_path / "copy"
     shutil.copytree(spec.root, root)
+    odd = sorted((root / "mpp_1.5").glob("*.png"))[5]
+    Image.new("RGB", (TCGA_PX + 2, TCGA_PX + 2)).save(odd)
+    copy = BenchmarkSpec("odd", "tcga-ms", root, root / "labels.csv", None)
+    with pytest.raises(ConfigError, match=rf"^benchmark 'odd' \(tcga-ms layout\): this image is 34×34 px, .* "
+                                          rf"{TCGA_PX} px square; .*resize or remove it: {odd}\. Expected"):
+        run_benchmark(copy, external(model_dir), tmp_path / "e.h5", tmp_path / "r.json", name="tiny", workers=2,
+                      batch_size=16, device="cpu", progress=False)
     shutil.rmtree(root / "mpp_0.75")
     broken = BenchmarkSpec("gone", "tcga-ms", root, root / "labels.csv", None)
     with pytest.raises(ConfigError, match=rf"benchmark 'gone' \(tcga-ms layout\): no folder for mpp 0.75 .*"

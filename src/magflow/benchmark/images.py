@@ -24,6 +24,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
+from magflow.errors import ConfigError
+
 from .paths import layout_error
 
 RESIZE_FILTER = "Pillow bicubic (antialiased when shrinking), in the loader"
@@ -70,6 +72,16 @@ def input_size(model: nn.Module, native_px: int) -> InputSize:
     return InputSize(native_px, fixed_px, f"the model takes only {fixed_px} px: resized to it")
 
 
+def unwrap_worker_error(error: ConfigError) -> ConfigError:
+    """A ConfigError raised in a DataLoader worker comes back with the worker's traceback in its message;
+    the error itself is its last line."""
+    text = str(error).rstrip()
+    if "DataLoader worker" not in text:
+        return error
+    last = text.splitlines()[-1]
+    return ConfigError(last.split("ConfigError: ", 1)[-1])
+
+
 class BenchmarkImages(Dataset):
     """The images at ``paths`` as (uint8 3×S×S tensor, index), S = ``size.input_px``; each must be
     ``size.native_px`` px square, else a ConfigError naming the benchmark and the file."""
@@ -88,8 +100,8 @@ class BenchmarkImages(Dataset):
         with Image.open(path) as image:
             if image.size != (self.size.native_px, self.size.native_px):
                 raise layout_error(self.name, self.layout, f"this image is {image.size[0]}×{image.size[1]} px, the "
-                                   f"benchmark's first is {self.size.native_px} px square; every image must have "
-                                   "one size", path)
+                                   f"benchmark's first is {self.size.native_px} px square; every image of a "
+                                   "benchmark must have one size: resize or remove it", path)
             rgb = image.convert("RGB")
             if self.size.resized:
                 rgb = rgb.resize((self.size.input_px, self.size.input_px), Image.Resampling.BICUBIC)

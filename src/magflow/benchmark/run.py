@@ -20,7 +20,6 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,12 +35,14 @@ from magflow.embed.external import ExternalModel
 from magflow.embed.run import pick_device
 from magflow.errors import ConfigError
 from magflow.evaluate.cms import CMS_CONSTANTS, PROTOCOL, cms_protocol
-from magflow.evaluate.rankme import COVARIANCE, PAPER, RANKME_MAX_N, RANKME_SEED, definition_constants, rankme_by_mpp
+from magflow.evaluate.rankme import (COVARIANCE, PAPER, RANKME_MAX_N, RANKME_SEED, definition_constants,
+                                     rankme_by_mpp)
 from magflow.evaluate.record import write_record
 from magflow.evaluate.robustness import robustness_index
 
 from .config import BenchmarkSpec
-from .images import RESIZE_FILTER, BenchmarkImages, InputSize, input_size, native_size
+from .images import (RESIZE_FILTER, BenchmarkImages, InputSize, input_size, native_size,
+                     unwrap_worker_error)
 from .layouts import FOLD_COLUMNS
 from .output import BenchmarkEmbeddings, write_benchmark_embeddings
 from .paths import STANDARD_MPPS
@@ -76,15 +77,19 @@ def embed_images(encoder: Encoder, paths: list[str], size: InputSize, *, name: s
         pending.clear()
 
     start = time.perf_counter()
-    with torch.inference_mode(), autocast:
-        for pixels, index in loader:
-            views = pixels.to(device, non_blocking=True).float().div_(255)
-            pending.append((index.numpy(), encoder(views)))
-            if len(pending) == FLUSH_EVERY:
-                flush()
-        flush()
+    try:
+        with torch.inference_mode(), autocast:
+            for pixels, index in loader:
+                views = pixels.to(device, non_blocking=True).float().div_(255)
+                pending.append((index.numpy(), encoder(views)))
+                if len(pending) == FLUSH_EVERY:
+                    flush()
+            flush()
+    except ConfigError as error:  # an image of the wrong size, found by a worker
+        raise unwrap_worker_error(error) from None
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
-    bar.close()
     return features, seconds
 
 
@@ -151,8 +156,13 @@ def run_benchmark(spec: BenchmarkSpec, model: str | os.PathLike[str] | ExternalM
     labels, groups = emb.label_id, emb.group.astype(str)
     with warnings.catch_warnings():  # whether each chosen logistic regression converged is recorded instead
         warnings.simplefilter("ignore", ConvergenceWarning)
-        cms = cms_protocol(features, labels, {str(i): emb.folds[c] for i, c in enumerate(FOLD_COLUMNS)},
-                           groups=groups, train_mpps=STANDARD_MPPS, test_mpps=mpps)
+        try:
+            cms = cms_protocol(features, labels, {str(i): emb.folds[c] for i, c in enumerate(FOLD_COLUMNS)},
+                               groups=groups, train_mpps=STANDARD_MPPS, test_mpps=mpps)
+        except ValueError as error:  # a fold without dev or test images, or with one class in train
+            raise ConfigError(f"benchmark '{spec.name}' ({spec.layout}): the cms protocol cannot run on its folds "
+                              f"({table.attrs['folds']}): {error}. Every fold needs train images of two classes, "
+                              f"dev and test images; fix the folds (embeddings kept at {embeddings_out})") from None
     unconverged = [fold for fold, r in cms.probes["linear"].items() if not r.converged]
     if unconverged:
         log.warning("benchmark %s: the chosen logistic regression of fold(s) %s stopped at max_iter without "
