@@ -26,6 +26,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/benchmark.smk"
 
 
 wildcard_constraints:
@@ -35,6 +36,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODEL_NAMES)),
     mixer="|".join(map(re.escape, MIXER_RUNS)) or "[^/]+",
     method="|".join(map(re.escape, SLIDE_METHODS)) or "[^/]+",
+    benchmark="|".join(map(re.escape, BENCHMARKS)) or "[^/]+",
 
 
 rule all:
@@ -46,4 +48,5 @@ rule all:
         embed_targets(),
         evaluation_targets(),
         aggregate_targets(),
+        benchmark_targets(),
     default_target: True

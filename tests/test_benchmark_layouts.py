@@ -323,13 +323,13 @@ def test_schema_describes_the_entries_with_the_package_defaults():
     from magflow.config import check_config
 
     schema_path = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
-    entry = yaml.safe_load(schema_path.read_text())["properties"]["benchmarks"]["additionalProperties"]
+    entry = yaml.safe_load(schema_path.read_text())["properties"]["benchmarks"]["additionalProperties"]["else"]
     assert set(entry["properties"]) == set(KEYS)
     assert entry["properties"]["layout"]["enum"] == ["tcga-ms", "bracs-ms", "generic"]
     assert tuple(entry["properties"]["mpps"]["default"]) == PROFILE_MPPS
     assert entry["properties"]["seed"]["default"] == DEFAULT_SEED
     config = yaml.safe_load((schema_path.parents[2] / "config" / "config.yaml").read_text())
-    assert config["benchmarks"] == {}
+    assert all(entry.get("fixture") for entry in config["benchmarks"].values())  # the demo's: generated only
     config["benchmarks"] = {"b": {"layout": "bracs-ms", "root": "r", "patients": "p.csv", "seed": 22}}
     check_config(config, schema_path)
     config["benchmarks"] = {"b": {"layout": "bracs", "root": "r"}}

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from magflow import __version__
+from magflow.benchmark.config import FIXTURE_LAYOUTS, FIXTURE_SIZES
 from magflow.benchmark.paths import LAYOUTS
 from magflow.embed.control import InitControl
 from magflow.embed.external import FEATURES, ExternalModel
@@ -133,6 +134,17 @@ def _benchmark(args: argparse.Namespace) -> int:
     print("magnification robustness index: " + (f"{robustness['index']:.3f} (k = {robustness['k']})"
                                                 if robustness["index"] is not None else robustness["reason"]))
     print(f"wrote {args.out_embeddings} and {args.out_record}")
+    return 0
+
+
+def _benchmark_fixture(args: argparse.Namespace) -> int:
+    from magflow.benchmark.fixtures import write_fixture
+
+    sizes = {k: v for k, v in {"n_slides": args.n_slides, "regions_per_slide": args.regions_per_slide,
+                               "n_patients": args.n_patients, "rois_per_wsi": args.rois_per_wsi,
+                               "tile_px": args.tile_px, "seed": args.seed}.items() if v is not None}
+    sheet = write_fixture(args.layout, args.out_dir, **({"mpps": args.mpps} if args.mpps else {}), **sizes)
+    print(f"wrote a synthetic {args.layout} benchmark folder {args.out_dir} (labels: {sheet})")
     return 0
 
 
@@ -376,6 +388,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes decoding the PNGs")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.set_defaults(handler=_benchmark)
+
+    p = steps.add_parser("benchmark-fixture", help="write a small synthetic benchmark folder in the tcga-ms or "
+                                                   "bracs-ms layout, cut from phantom slides (as the demo's)")
+    p.add_argument("out_dir", help="the benchmark folder to write (the mpp folders and the label file go in it)")
+    p.add_argument("--layout", required=True, choices=FIXTURE_LAYOUTS)
+    p.add_argument("--mpps", type=float, nargs="+", help="mpps (default: 0.25 0.375 0.5 0.75 1 1.5 2)")
+    p.add_argument("--tile-px", type=int, help="image size in px (default: the demo's, "
+                                               f"{FIXTURE_SIZES['tcga-ms']['tile_px']}; the benchmarks' is 224)")
+    p.add_argument("--n-slides", type=int, help=f"tcga-ms: slides (default {FIXTURE_SIZES['tcga-ms']['n_slides']})")
+    p.add_argument("--regions-per-slide", type=int,
+                   help=f"tcga-ms: regions per slide (default {FIXTURE_SIZES['tcga-ms']['regions_per_slide']})")
+    p.add_argument("--n-patients", type=int,
+                   help=f"bracs-ms: patients (default {FIXTURE_SIZES['bracs-ms']['n_patients']})")
+    p.add_argument("--rois-per-wsi", type=int,
+                   help=f"bracs-ms: regions per slide (default {FIXTURE_SIZES['bracs-ms']['rois_per_wsi']})")
+    p.add_argument("--seed", type=int, help="seed of the phantoms and the regions (default 0)")
+    p.set_defaults(handler=_benchmark_fixture)
 
     p = steps.add_parser("evaluate", help="metric records of one embeddings file (RankMe, probes, cross-mpp, "
                                           "clustering, centroids, consistency, segmentation)")

@@ -10,6 +10,7 @@ from magflow.embed.control import CONTROL_KEY, control_name
 from magflow.embed.external import external_models
 from magflow.embed.labels import sidecar_path
 from magflow.aggregate.methods import MIXER_COLUMNS, check_mixer_runs, slide_methods
+from magflow.benchmark.config import benchmark_specs
 from magflow.aggregate.settings import MILConfig, aggregation_wanted, check_mixer_sweep
 from magflow.config import requested_targets
 from magflow.errors import ConfigError
@@ -258,6 +259,46 @@ def embed_label_files(wildcards):
 
 def embed_targets():
     return expand("results/embeddings/{model}/{tileset}.h5", model=MODEL_NAMES, tileset=EMBED["tileset"])
+
+
+# -- benchmarks: every benchmark folder x every model (runs, external models and the runs' controls) -------
+# Checked here, before any job: a missing root, mpp folder or label file names the benchmark, the path and
+# the expected layout. A `fixture: true` benchmark is written by the benchmark_fixture rule, so not checked.
+BENCHMARKS = benchmark_specs(config["benchmarks"], check_paths=True)
+BENCHMARK_MODELS = EMBED_MODELS + list(CONTROLS)  # every profile shows each run's control
+
+
+def benchmark_settings(wildcards):
+    """The entry benchmarks.<benchmark> (magflow.benchmark.config.BenchmarkSpec.from_config)."""
+    return dict(config["benchmarks"][wildcards.benchmark])
+
+
+def benchmark_files(wildcards):
+    """A fixture's folder (its rule writes it), or the benchmark's label file / patient sheet."""
+    spec = BENCHMARKS[wildcards.benchmark]
+    return str(spec.root) if spec.fixture else str(spec.patients if spec.layout == "bracs-ms" else spec.labels)
+
+
+def benchmark_records(wildcards):
+    return expand("results/benchmarks/{benchmark}/{model}.json", benchmark=wildcards.benchmark,
+                  model=BENCHMARK_MODELS)
+
+
+def benchmark_panels():
+    """Benchmark → its panel (PNG) and table (TSV), as the report index shows them."""
+    return {name: {"figure": f"results/report/benchmarks/{name}.png", "table": f"results/report/benchmarks/{name}.tsv"}
+            for name in BENCHMARKS}
+
+
+def benchmark_report_files():
+    return [path for panel in benchmark_panels().values() for path in panel.values()]
+
+
+def benchmark_targets():
+    records = expand("results/benchmarks/{benchmark}/{model}.json", benchmark=list(BENCHMARKS),
+                     model=BENCHMARK_MODELS)
+    return records + expand("results/report/benchmarks/{benchmark}.{ext}", benchmark=list(BENCHMARKS),
+                            ext=["png", "html", "tsv"])
 
 
 # -- evaluation: every embedded model, one job per model and metric family ---------------------------------

@@ -230,6 +230,7 @@ rule report_index:
         manifest=f"results/tiles/{EMBED['tileset']}/manifest.tsv",
         slides="results/qc/slides.tsv",
         **({"slide_level": "results/report/abmil_auroc.tsv"} if AGG_ENCODER is not None else {}),
+        benchmarks=benchmark_report_files(),
     output:
         report(
             "results/report/index.html",
@@ -239,6 +240,7 @@ rule report_index:
         ),
     params:
         models=EMBED_MODELS,
+        benchmarks=benchmark_panels(),
     resources:
         **rule_resources("report_index"),
     log:

@@ -10,4 +10,5 @@ write_index(
     manifests=[snakemake.input.manifest],
     slide_table=snakemake.input.slides,
     slide_level=snakemake.input.get("slide_level"),
+    benchmarks=snakemake.params.benchmarks,
 )

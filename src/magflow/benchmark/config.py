@@ -18,7 +18,15 @@ from .paths import LAYOUTS, PROFILE_MPPS, layout_error, mpp_folder
 DEFAULT_SEED = 42  # the authors' default fold seed for BRACS-MS (their run script passes 22)
 DEFAULT_LABELS = {"tcga-ms": "labels.csv", "generic": "labels.csv"}
 DEFAULT_PATIENTS = "BRACS.xlsx"  # beside the mpp folders, where the authors' loader looks by default
-KEYS = ("layout", "root", "labels", "patients", "mpps", "seed")
+KEYS = ("layout", "root", "labels", "patients", "mpps", "seed", "fixture")
+FIXTURE_FOLDER = "results/benchmark_fixture"  # a fixture benchmark's root: FIXTURE_FOLDER/<name>
+FIXTURE_LAYOUTS = ("tcga-ms", "bracs-ms")  # the layouts magflow.benchmark.fixtures writes
+FIXTURE_SHEETS = {"tcga-ms": "labels.csv", "bracs-ms": "BRACS.csv"}  # where the fixture writer puts them
+# The sizes of a generated fixture (magflow benchmark-fixture and the benchmark_fixture rule): small enough
+# for the demo on 2 CPU cores; 64 px images are the demo runs' input size. 10 slides give every TCGA-MS fold
+# two test slides of two classes; 49 BRACS-MS patients give 7 per subtype, enough for both 5-fold splits.
+FIXTURE_SIZES = {"tcga-ms": {"n_slides": 10, "regions_per_slide": 4, "tile_px": 64, "seed": 0},
+                 "bracs-ms": {"n_patients": 49, "rois_per_wsi": 2, "tile_px": 64, "seed": 0}}
 
 
 @dataclass(frozen=True)
@@ -32,11 +40,13 @@ class BenchmarkSpec:
     patients: Path | None  # bracs-ms: the WSI -> patient sheet
     mpps: tuple[float, ...] = PROFILE_MPPS
     seed: int = DEFAULT_SEED  # folds made by magflow (bracs-ms; generic without fold columns)
+    fixture: bool = False  # a small synthetic folder the workflow writes at root (FIXTURE_FOLDER/<name>)
 
     @classmethod
     def from_config(cls, name: str, settings: Mapping[str, Any], check_paths: bool = True) -> BenchmarkSpec:
         """The entry ``benchmarks.<name>``; relative paths are taken from the working directory.
-        With ``check_paths`` the root, every mpp folder and the label file or patient sheet must exist."""
+        With ``check_paths`` the root, every mpp folder and the label file or patient sheet must exist
+        (not for a fixture, which the workflow writes)."""
         where = f"benchmarks.{name}"
         if not isinstance(settings, Mapping):
             raise ConfigError(f"{where}: expected a mapping with keys {', '.join(KEYS)}, got {settings!r}")
@@ -51,6 +61,12 @@ class BenchmarkSpec:
         root = Path(settings["root"])
         labels = settings.get("labels")
         patients = settings.get("patients")
+        fixture = settings.get("fixture", False)
+        if not isinstance(fixture, bool):
+            raise ConfigError(f"{where}.fixture: true or false, got {fixture!r}")
+        if fixture:
+            check_fixture(name, layout, settings["root"], labels, patients)
+            labels, patients = (None, root / FIXTURE_SHEETS[layout]) if layout == "bracs-ms" else (root / FIXTURE_SHEETS[layout], None)
         if layout == "bracs-ms":
             if labels is not None:
                 raise ConfigError(f"{where}.labels: bracs-ms takes its labels from the file names; "
@@ -68,8 +84,8 @@ class BenchmarkSpec:
         seed = settings.get("seed", DEFAULT_SEED)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"{where}.seed: must be a whole number >= 0, got {seed!r}")
-        spec = cls(name, layout, root, labels, patients, tuple(float(m) for m in mpps), seed)
-        if check_paths:
+        spec = cls(name, layout, root, labels, patients, tuple(float(m) for m in mpps), seed, fixture)
+        if check_paths and not fixture:
             spec.check_paths()
         return spec
 
@@ -94,6 +110,28 @@ class BenchmarkSpec:
         return read_generic(self.name, self.root, self.labels, self.mpps, self.seed)
 
 
+def fixture_root(name: str) -> str:
+    """Where the workflow writes the fixture of benchmark ``name``."""
+    return f"{FIXTURE_FOLDER}/{name}"
+
+
+def check_fixture(name: str, layout: str, root: str, labels: Any, patients: Any) -> None:
+    """A fixture is generated inside the workflow's results, at :func:`fixture_root`, with its own label
+    file: it can never stand for (or overwrite) a real benchmark folder."""
+    where = f"benchmarks.{name}"
+    if layout not in FIXTURE_LAYOUTS:
+        raise ConfigError(f"{where}.fixture: magflow writes fixtures in the {' and '.join(FIXTURE_LAYOUTS)} layouts, "
+                          f"not {layout}; set fixture: false and give a benchmark folder")
+    if Path(root).as_posix().rstrip("/") != fixture_root(name):
+        raise ConfigError(f"{where}.root: a fixture is written by the workflow to {fixture_root(name)} (under "
+                          f"results/), got {root}; set root: {fixture_root(name)}, or fixture: false for a real folder")
+    if labels is not None or patients is not None:
+        raise ConfigError(f"{where}: a fixture writes its own {FIXTURE_SHEETS[layout]}; remove "
+                          f"{'labels' if labels is not None else 'patients'} or set fixture: false")
+
+
 def benchmark_specs(section: Mapping[str, Any] | None, check_paths: bool = True) -> dict[str, BenchmarkSpec]:
-    """Every entry of the ``benchmarks:`` section, by name."""
-    return {name: BenchmarkSpec.from_config(name, settings, check_paths) for name, settings in (section or {}).items()}
+    """Every entry of the ``benchmarks:`` section, by name. An entry set to null is off: that is how a
+    config laid over another (``--configfile``, merged key by key) removes one of its benchmarks."""
+    return {name: BenchmarkSpec.from_config(name, settings, check_paths)
+            for name, settings in (section or {}).items() if settings is not None}

@@ -167,3 +167,20 @@ def write_bracs_ms(root: str | Path, n_patients: int = 49, rois_per_wsi: int = 2
         writer.writerow([BRACS_WSI_COLUMN, BRACS_PATIENT_COLUMN])
         writer.writerows([wsi, patient] for wsi, patient, _ in wsis)
     return sheet
+
+
+def write_fixture(layout: str, root: str | Path, mpps: Sequence[float] = PROFILE_MPPS, **sizes: int) -> Path:
+    """The folder of a ``fixture: true`` benchmark (the benchmark_fixture rule, ``magflow benchmark-fixture``):
+    :func:`write_tcga_ms` or :func:`write_bracs_ms` at the sizes of ``FIXTURE_SIZES[layout]``, with
+    ``sizes`` on top; returns the label file or patient sheet."""
+    from .config import FIXTURE_SIZES
+
+    if layout not in FIXTURE_SIZES:
+        raise ConfigError(f"magflow writes benchmark fixtures in the {' and '.join(FIXTURE_SIZES)} layouts, "
+                          f"not {layout!r}")
+    unknown = sorted(set(sizes) - set(FIXTURE_SIZES[layout]))
+    if unknown:
+        raise ConfigError(f"a {layout} fixture has no size {', '.join(unknown)}; "
+                          f"sizes: {', '.join(FIXTURE_SIZES[layout])}")
+    writer = write_tcga_ms if layout == "tcga-ms" else write_bracs_ms
+    return writer(root, mpps=tuple(mpps), **{**FIXTURE_SIZES[layout], **sizes})

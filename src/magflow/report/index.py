@@ -185,14 +185,31 @@ def _slide_level(tsv: str | os.PathLike[str] | None) -> list[str]:
             table(read_tsv(tsv), "AUROC (rows: methods and settings; columns: tasks)")]
 
 
+def _benchmarks(panels: Mapping[str, Mapping[str, str | os.PathLike[str]]] | None) -> list[str]:
+    if not panels:
+        return []
+    note = ("<p>Every model on each multi-magnification benchmark with the <code>cms</code> protocol: probes fit on "
+            "the pooled standard mpps (0.25, 0.5, 1, 2), tested at every mpp; balanced accuracy, mean ± std over "
+            "the folds. Records with every fold's chosen k and C: <code>results/benchmarks/&lt;benchmark&gt;/"
+            "</code>.</p>")
+    parts = ["<h2 id='benchmarks'>Benchmarks</h2>", note]
+    for name, panel in panels.items():
+        parts += [f"<h3>{html.escape(name)}</h3>", embed_png(panel["figure"], f"benchmark {name}"),
+                  table(read_tsv(panel["table"]), f"{name}: mean balanced accuracy at the standard and intermediate "
+                        "mpps, Magnification Robustness Index and RankMe (definitions named), protocol, k and C")]
+    return parts
+
+
 def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: str | os.PathLike[str], *,
                 eval_root: str | os.PathLike[str] = "results/eval", figure_root: str | os.PathLike[str] = "results/report",
                 config: Mapping[str, Any] | None = None, manifests: Sequence[str | os.PathLike[str]] = (),
                 slide_table: str | os.PathLike[str] | None = None,
-                slide_level: str | os.PathLike[str] | None = None) -> Path:
+                slide_level: str | os.PathLike[str] | None = None,
+                benchmarks: Mapping[str, Mapping[str, str | os.PathLike[str]]] | None = None) -> Path:
     """Write the self-contained index page of ``models`` (in that order): records from ``{eval_root}/{model}``,
     figures from ``{figure_root}/{model}``, mpp sources from the tile ``manifests`` and the ``slide_table``;
-    ``slide_level`` is the AB-MIL AUROC table (TSV) of region aggregation, when it ran."""
+    ``slide_level`` is the AB-MIL AUROC table (TSV) of region aggregation, when it ran; ``benchmarks``: benchmark →
+    its panel (``figure``, PNG) and table (``table``, TSV) from ``magflow.report.benchmark_figure``."""
     records = {m: read_records(Path(eval_root) / m) for m in models}
     empty = [m for m, r in records.items() if not r]
     if empty:
@@ -203,11 +220,12 @@ def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: 
              "</code> (JSON with its seeds, constants and provenance); a metric that could not be computed says "
              "why under <i>Metric status</i>.</p><nav><a href='#comparison'>Comparison</a><a href='#models'>Models "
              "side by side</a>" + ("<a href='#slide-level'>Slide level</a>" if slide_level else "")
+             + ("<a href='#benchmarks'>Benchmarks</a>" if benchmarks else "")
              + "<a href='#provenance'>Provenance</a></nav>")
     body = [intro, "<h2 id='comparison'>Comparison</h2>", embed_png(comparison, "RankMe profiles"),
             table(summary_rows(records, controls), "Summary over mpps (at init: the run's control, the same network "
                   "at initialisation)"), "<h2 id='models'>Models side by side</h2>",
-            side_by_side(models, records, figures), *_slide_level(slide_level),
+            side_by_side(models, records, figures), *_slide_level(slide_level), *_benchmarks(benchmarks),
             provenance_block(models, records, config, manifests, slide_table)]
     title = "magflow - evaluation report"
     document = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"

@@ -1,0 +1,17 @@
+from magflow.benchmark.config import BenchmarkSpec
+from magflow.benchmark.run import run_benchmark
+from magflow.embed import model_source
+from magflow.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+settings = snakemake.params.settings
+run_benchmark(
+    BenchmarkSpec.from_config(snakemake.wildcards.benchmark, snakemake.params.benchmark),
+    model_source(snakemake.wildcards.model, snakemake.params.model),
+    snakemake.output.embeddings,
+    snakemake.output.record,
+    name=snakemake.wildcards.model,
+    batch_size=settings["batch_size"],
+    workers=settings["workers"],
+    config=snakemake.config,
+)

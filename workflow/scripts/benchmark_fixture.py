@@ -1,0 +1,5 @@
+from magflow.benchmark.fixtures import write_fixture
+from magflow.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+write_fixture(snakemake.params.layout, snakemake.output[0], mpps=snakemake.params.mpps)
