@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from matplotlib.colors import to_rgba
@@ -39,6 +40,11 @@ def snakemake(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comp
     return subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def n_runs(root: Path) -> int:
+    """The pretraining runs of the project's sweep, read as the workflow reads it."""
+    return len(pd.read_csv(root / "config" / "pretrain_runs.tsv", sep="\t", comment="#"))
+
+
 def jobs(out: str) -> dict[str, int]:
     return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
 
@@ -50,7 +56,7 @@ def test_dry_run_plans_every_model_on_the_demo_fixture_and_its_panel(tmp_path):
     result = snakemake(["-n"], root)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
-    runs = len(open(root / "config" / "pretrain_runs.tsv").read().splitlines()) - 1
+    runs = n_runs(root)
     # every run and its {run}~init control on the one demo benchmark, written first by its fixture rule
     assert {k: jobs(out).get(k) for k in ("benchmark_fixture", "benchmark", "benchmark_report", "report_index")} == \
         {"benchmark_fixture": 1, "benchmark": 2 * runs, "benchmark_report": 1, "report_index": 1}, out[-2500:]
@@ -298,3 +304,36 @@ def test_the_fixture_and_a_local_dir_models_benchmark_job_run_in_the_workflow(tm
     assert rows[0]["model"] == "tiny"
     assert rows[0]["linear bal. acc., standard mpps"] == f"{split_means(record, 'linear')['standard']:.3f}"
     assert len(rows[0]["k per fold"].split(", ")) == 5
+
+
+def readme_benchmark_commands() -> list[str]:
+    """The README's three commands that evaluate a local-dir model on a TCGA-MS folder."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Benchmarks"):]
+    block = section[section.index("```bash\n") + len("```bash\n"):]
+    return block[:block.index("```")].strip().splitlines()
+
+
+def test_the_readmes_benchmark_commands_plan_the_model_on_the_folder(tmp_path):
+    """Commands 1 and 2 of the README (the config file, then Snakemake with it, dry) in a copy of the
+    project holding a local-dir model and a TCGA-MS folder where the README puts them."""
+    timm = pytest.importorskip("timm")
+    from timm.models import save_for_hf
+
+    from embed_fixtures import TINY_VIT
+    from magflow.benchmark.fixtures import write_tcga_ms
+
+    write_config, run, open_report = readme_benchmark_commands()
+    assert run.startswith("snakemake ") and "webbrowser results/report/index.html" in open_report
+    root = copy_project(tmp_path)
+    save_for_hf(timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, img_size=32,
+                                  **TINY_VIT), str(root / "models" / "my_vit"))
+    write_tcga_ms(root / "data" / "TCGA-MS" / "tcga_ms", n_slides=5, regions_per_slide=1, tile_px=16)
+    subprocess.run(write_config, shell=True, cwd=root, check=True)
+    result = snakemake(run.split()[1:] + ["-n"], root)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "results/benchmarks/tcga_ms/my_vit.json" in out and "results/report/benchmarks/tcga_ms.png" in out
+    assert "tcga_ms_fixture" not in out  # the README's config drops the demo's fixture
+    runs = n_runs(root)
+    assert jobs(out)["benchmark"] == 2 * runs + 1  # every run, its control and the local-dir model
