@@ -102,6 +102,17 @@ def test_the_demo_benchmark_is_a_fixture_written_by_the_workflow():
     assert FIXTURE_SIZES["tcga-ms"]["tile_px"] == DEMO["pretrain"]["train"]["global_size"]
 
 
+def test_a_bracs_ms_fixture_reads_the_patient_sheet_its_writer_puts_beside_the_images(tmp_path):
+    spec = BenchmarkSpec.from_config("b", {"layout": "bracs-ms", "root": "results/benchmark_fixture/b", "fixture": True})
+    assert spec.patients == Path("results/benchmark_fixture/b/BRACS.csv") and spec.labels is None
+    from magflow.benchmark.fixtures import write_fixture
+
+    assert write_fixture("bracs-ms", tmp_path / "b", mpps=(0.25, 0.5), n_patients=7, rois_per_wsi=1,
+                         tile_px=16).name == spec.patients.name
+    with pytest.raises(ConfigError, match="a tcga-ms fixture has no size n_patients"):
+        write_fixture("tcga-ms", tmp_path / "t", n_patients=3)
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"layout": "tcga-ms", "root": "data/mine", "fixture": True},
      r"benchmarks.f.root: a fixture is written by the workflow to results/benchmark_fixture/f \(under results/\), "
@@ -211,7 +222,8 @@ def test_the_table_holds_the_records_numbers_and_the_control(records, tmp_path):
         assert row[covariance[0]] == "10.00"
     assert by_model[RUN]["Magnification Robustness Index"] == "0.620"
     assert by_model["uni"]["Magnification Robustness Index"] == ""  # none computed: an empty cell, not 0
-    assert by_model[RUN]["k per fold"] == "5, 10, 5, 3, 20" and by_model[f"{RUN}~init"]["C per fold"].startswith("0.0001")
+    assert by_model[RUN]["k per fold"] == "5, 10, 5, 3, 20"
+    assert by_model[f"{RUN}~init"]["C per fold"] == "0.0001, 0.001, 0.01, 0.1, 1"
     tsv = (tmp_path / "b.tsv").read_text().splitlines()
     assert len(tsv) == 4 and tsv[2].split("\t")[0] == f"{RUN}~init"
     assert "0.620" in (tmp_path / "b.html").read_text()

@@ -66,7 +66,8 @@ class BenchmarkSpec:
             raise ConfigError(f"{where}.fixture: true or false, got {fixture!r}")
         if fixture:
             check_fixture(name, layout, settings["root"], labels, patients)
-            labels, patients = (None, root / FIXTURE_SHEETS[layout]) if layout == "bracs-ms" else (root / FIXTURE_SHEETS[layout], None)
+            sheet = root / FIXTURE_SHEETS[layout]
+            labels, patients = (None, sheet) if layout == "bracs-ms" else (sheet, None)
         if layout == "bracs-ms":
             if labels is not None:
                 raise ConfigError(f"{where}.labels: bracs-ms takes its labels from the file names; "
