@@ -1,5 +1,7 @@
 """A run's control (the same network at initialisation) is drawn dashed beside the run in every profile figure."""
 
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ def records(tmp_path_factory):
     out = {}
     for model, noise, seed in ((RUN, 0.6, 0), (CONTROL, 2.0, 1)):
         path = make_embeddings(root / "embeddings" / model / "eval.h5", model=model, noise=noise, seed=seed)
-        for metric in METRICS if model == RUN else ("rankme", "probes"):  # a control: the profile families only
+        for metric in METRICS if model == RUN else ("rankme", "probes", "robustness"):  # a control's families
             out[model, metric] = evaluate_metric(metric, path, root / "eval" / model / f"{metric}.json",
                                                  settings={"seeds": [0]}, sheet_splits=splits, groups=groups,
                                                  maps_dir=root / "eval" / model / "segmentation")
@@ -82,3 +84,18 @@ def test_the_index_summary_shows_the_control(records):
     assert "at init: RankMe min / max" in page
     values = figures.rankme_points(records[1][CONTROL, "rankme"])[1]
     assert f"{min(values):.2f} / {max(values):.2f}" in page
+
+
+def test_the_robustness_index_stands_beside_rankme_for_the_run_and_its_control(records):
+    root, out = records
+    index = build_report([RUN], {RUN: root / "embeddings" / RUN / "eval.h5"}, root / "eval", root / "report",
+                         {"seeds": [0]})
+    page = index.read_text()
+    run, control = out[RUN, "robustness"]["result"], out[CONTROL, "robustness"]["result"]
+    assert run["ri"] > control["ri"]  # the run's features cluster by class more tightly than its noisier control's
+    header = re.findall(r"<th>([^<]*)</th>", page)
+    assert header.index("magnification RI (k)") == header.index("at init: RankMe min / max") + 1
+    assert f"{run['ri']:.3f} (k={run['k']})" in page and f"{control['ri']:.3f} (k={control['k']})" in page
+    tables = (root / "report" / RUN / "tables.html").read_text()
+    assert "Magnification Robustness Index" in tables and "at init (control)" in tables
+    assert f"{next(iter(run['per_mpp'].values())):.3f}" in tables  # the per-mpp column

@@ -125,10 +125,12 @@ def test_rerun_without_the_bad_slide_completes_with_summary_and_report(finished_
         assert h5["mpp_0.375"]["features"].shape[0] == len(h5["tile_id"]) > 0
         assert (h5["label"][...] >= 1).any()  # phantom ground truth reached the tiles
     records = {m: json.loads((root / "results" / "eval" / model.name / f"{m}.json").read_text())
-               for m in ("rankme", "probes", "consistency", "segmentation")}
+               for m in ("rankme", "probes", "consistency", "segmentation", "robustness")}
     assert records["rankme"]["status"] == "ok" and records["consistency"]["status"] == "ok"
     assert records["probes"]["status"] == "skipped"  # one slide with tiles: no split, and the record says so
     assert "split" in records["probes"]["reason"]
+    # one slide: every tile's neighbours are its own slide's, so croma has none to count, and the record says so
+    assert records["robustness"]["status"] == "skipped" and "robustness index" in records["robustness"]["reason"]
     index = (root / "results" / "report" / "index.html").read_text()
     assert model.name in index and "Provenance" in index and "data:image/png;base64," in index
     # region aggregation: regions of the cu_minmax encoder, a CMEM mixer, AB-MIL rows in the report
@@ -153,14 +155,14 @@ def test_dry_run_of_the_default_config_plans_every_job(tmp_path):
     out = result.stdout + result.stderr
     jobs = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
     # 5 slides; 4 tile sets; 4 runs (du, cu, cu_minmax, mad), each embedded with its {run}~init control, which
-    # is evaluated on RankMe and probes only; 2 mixers; 10 AB-MIL methods: 2 mixers x 2 modes, the random
+    # is evaluated on RankMe, probes and the robustness index only; 2 mixers; 10 AB-MIL methods: 2 mixers x 2 modes, the random
     # mixer x 2 modes, 3 single scales and all scales
     expected = {"phantom": 5, "tissue_mask": 5, "slide_qc_table": 1, "extract_tiles": 20, "tile_manifest": 4,
                 "optimize_sampler": 12, "pretrain": 4, "embed": 8, "evaluation_figures": 4, "rankme_comparison": 1,
                 "report_index": 1, "region_embed": 5, "pretrain_mixer": 2, "abmil": 10, "abmil_table": 1}
     expected.update({f"evaluate_{metric}": 4 for metric in ("cross_mpp", "clustering", "centroids", "consistency",
                                                             "segmentation")})
-    expected.update(evaluate_rankme=8, evaluate_probes=8)
+    expected.update(evaluate_rankme=8, evaluate_probes=8, evaluate_robustness=8)
     for name, count in expected.items():
         assert jobs.get(name) == count, (name, out[-2500:])
 

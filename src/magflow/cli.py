@@ -407,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_benchmark_fixture)
 
     p = steps.add_parser("evaluate", help="metric records of one embeddings file (RankMe, probes, cross-mpp, "
-                                          "clustering, centroids, consistency, segmentation)")
+                                          "clustering, centroids, consistency, segmentation, robustness)")
     p.add_argument("embeddings", help="an embeddings file, e.g. results/embeddings/MODEL/eval.h5")
     p.add_argument("--out-dir", required=True, help="where the records go, e.g. results/eval/MODEL")
     p.add_argument("--metrics", nargs="+", help="metric families (default: all)")

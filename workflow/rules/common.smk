@@ -203,7 +203,7 @@ EMBED_MODELS = list(RUN_SPACE.instance_patterns) + list(EXTERNAL_MODELS)
 # Every run's control, {run}~init: its network at initialisation (same architecture and seed), rebuilt from the
 # run's model card at embed time, evaluated on the profile families only and drawn dashed beside the run.
 CONTROLS = {control_name(run): run for run in RUN_SPACE.instance_patterns}
-CONTROL_METRICS = ["rankme", "probes"]
+CONTROL_METRICS = ["rankme", "probes", "robustness"]
 _clash = sorted(set(EXTERNAL_MODELS) & set(CONTROLS))
 if _clash:
     raise ConfigError(f"embed.external: {', '.join(_clash)} is the name of a run's init control; rename it")
@@ -341,7 +341,7 @@ def model_control(model):
 
 
 def control_records(wildcards):
-    """The records a model's figures draw its control from: its control's RankMe and probes, if it has one."""
+    """The records a model's figures draw its control from: its control's RankMe, probes and RI, if it has one."""
     control = model_control(wildcards.model)
     return expand("results/eval/{model}/{metric}.json", model=control, metric=CONTROL_METRICS) if control else []
 

@@ -1,6 +1,6 @@
 # Evaluation: every model's embeddings, one job per model and metric family, then its figures and
 # tables, the comparison across models and the self-contained index page (results/report/index.html).
-# A run's control ({run}~init) gets the RankMe and probe records only; it is drawn in its run's figures.
+# A run's control ({run}~init) gets the RankMe, probe and robustness records only; it is drawn in its run's figures.
 
 
 rule evaluate_rankme:
@@ -130,6 +130,24 @@ rule evaluate_segmentation:
     script:
         "../scripts/evaluate_metric.py"
 
+
+
+rule evaluate_robustness:
+    input:
+        embeddings=eval_embeddings,
+    output:
+        json="results/eval/{model}/robustness.json",
+    params:
+        metric="robustness",
+        context=EVAL_CONTEXT,
+    resources:
+        **rule_resources("evaluate"),
+    log:
+        "logs/eval/{model}/robustness.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluate_metric.py"
 
 rule evaluation_figures:
     input:

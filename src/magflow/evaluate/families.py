@@ -2,4 +2,4 @@
 without importing the metrics (scikit-learn, matplotlib)."""
 
 METRIC_NAMES: tuple[str, ...] = ("rankme", "probes", "cross_mpp", "clustering", "centroids", "consistency",
-                                 "segmentation")
+                                 "segmentation", "robustness")

@@ -18,6 +18,7 @@ from magflow.evaluate.data import EvalData
 from magflow.evaluate.outcome import MetricResult, MetricSkipped
 from magflow.evaluate.record import make_record, write_record
 from magflow.evaluate.run_hierarchy import consistency
+from magflow.evaluate.robustness import robustness_metric
 from magflow.evaluate.run_labels import clustering, cross_mpp, probes
 from magflow.evaluate.run_profile import centroid_profile, rankme_profile
 from magflow.evaluate.run_segmentation import segmentation
@@ -34,6 +35,7 @@ METRICS: dict[str, Metric] = {
     "centroids": centroid_profile,
     "consistency": consistency,
     "segmentation": segmentation,
+    "robustness": robustness_metric,
 }
 
 

@@ -78,6 +78,10 @@ def _range(values: list[float], digits: int) -> str:
     return f"{min(values):.{digits}f} / {max(values):.{digits}f}" if values else ""
 
 
+def _ri(result: Mapping[str, Any]) -> str:
+    return f"{result['ri']:.3f} (k={result['k']})" if result.get("ri") is not None else ""
+
+
 def summary_rows(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
                  controls: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> list[dict[str, str]]:
     """One row per model; ``controls``: model → the records of its control (same network at initialisation)."""
@@ -91,10 +95,12 @@ def summary_rows(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
         control_rankme = _known(_ok_result(control, "rankme").get("rankme", {}).values())
         control_linear = _known(s["linear"]["balanced_accuracy"]["mean"]
                                 for s in _ok_result(control, "probes").get("scores", {}).values())
+        robust, control_robust = ok("robustness"), _ok_result(control, "robustness")
         pooled = ok("consistency").get("pooled", {})
         seg = _known(s["mean_iou"] for s in ok("segmentation").get("mean_over_slides", {}).values())
         rows.append({"model": model, "RankMe min / max": _range(rankme, 2),
                      "at init: RankMe min / max": _range(control_rankme, 2),
+                     "magnification RI (k)": _ri(robust), "at init: magnification RI (k)": _ri(control_robust),
                      "linear bal. acc. min / max": _range(linear, 3),
                      "at init: linear bal. acc. min / max": _range(control_linear, 3),
                      "Δhier": fmt(pooled.get("delta_hier"), 4), "Δsem": fmt(pooled.get("delta_sem"), 4),

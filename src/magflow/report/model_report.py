@@ -25,7 +25,7 @@ from magflow.report.html import page
 from magflow.report.names import FIGURES, TABLES
 from magflow.report.pca import plot_hierarchy_pca
 from magflow.report.segmentation_figure import plot_segmentation_examples
-from magflow.report.tables import consistency_table, scores_table, skipped_table
+from magflow.report.tables import consistency_table, robustness_table, scores_table, skipped_table
 
 SEGMENTATION_MAPS = "segmentation"  # the maps folder inside the model's eval folder
 
@@ -57,7 +57,8 @@ def write_model_report(eval_dir: str | os.PathLike[str], embeddings: str | os.Pa
                        out_dir: str | os.PathLike[str], settings: EvalSettings | Mapping[str, Any] | None = None,
                        control_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """Every figure of :data:`FIGURES` and the tables page; ``settings``: the config's ``evaluate`` block;
-    ``control_dir``: the eval folder of the model's control, whose RankMe and probe records are drawn too."""
+    ``control_dir``: the eval folder of the model's control, whose RankMe, probe and robustness records are
+    shown too."""
     if not isinstance(settings, EvalSettings):
         settings = EvalSettings.from_config(settings)
     records = read_records(eval_dir)
@@ -76,6 +77,6 @@ def write_model_report(eval_dir: str | os.PathLike[str], embeddings: str | os.Pa
     model = records["rankme"]["model"]
     paths["tables"] = out / TABLES
     with atomic_path(paths["tables"]) as tmp:
-        tmp.write_text(page(f"magflow - {model}", scores_table(records), consistency_table(records),
-                            skipped_table(records)))
+        tmp.write_text(page(f"magflow - {model}", scores_table(records), robustness_table(records, control),
+                            consistency_table(records), skipped_table(records)))
     return paths

@@ -27,7 +27,8 @@ def _ok(records: Records, metric: str) -> Mapping[str, Any]:
 
 def scores_table(records: Records) -> str:
     """One row per mpp: RankMe, kNN and linear balanced accuracy, K-Means AMI, segmentation mIoU."""
-    rankme, probes, clusters, seg = (_ok(records, m) for m in ("rankme", "probes", "clustering", "segmentation"))
+    rankme, probes, clusters, seg, robust = (_ok(records, m) for m in ("rankme", "probes", "clustering",
+                                                                       "segmentation", "robustness"))
     mpps = sorted({float(k) for part in (rankme.get("rankme", {}), probes.get("scores", {}),
                                          clusters.get("scores", {}), seg.get("mean_over_slides", {})) for k in part})
     rows = []
@@ -37,13 +38,32 @@ def scores_table(records: Records) -> str:
         cluster = clusters.get("scores", {}).get(key, {})
         painted = seg.get("mean_over_slides", {}).get(key, {})
         rows.append({"mpp": key, "RankMe": fmt(rankme.get("rankme", {}).get(key), 2),
+                     "magnification RI": fmt(robust.get("per_mpp", {}).get(key)),
                      "kNN bal. acc.": mean_std(probe.get("knn", {}).get("balanced_accuracy")),
                      "linear bal. acc.": mean_std(probe.get("linear", {}).get("balanced_accuracy")),
                      "linear macro-F1": mean_std(probe.get("linear", {}).get("macro_f1")),
                      "K-Means AMI": fmt(cluster.get("ami")), "DBI": fmt(cluster.get("davies_bouldin"), 2),
                      "seg. mIoU": fmt(painted.get("mean_iou")), "seg. Dice": fmt(painted.get("mean_dice")),
                      "seg. pixel acc.": fmt(painted.get("pixel_accuracy"))})
-    return table(rows, "Scores per mpp (probes: mean ± std over splits; segmentation: mean over test slides)")
+    return table(rows, "Scores per mpp (probes: mean ± std over splits; segmentation: mean over test slides; "
+                       "magnification RI: mean per-tile Robustness Index of the tiles at that mpp)")
+
+
+def robustness_table(records: Records, control: Records | None = None) -> str:
+    """The Magnification Robustness Index (croma's RI, mpp as the confounder) of the model and of its control,
+    with the settings croma computed it with."""
+    rows = []
+    for who, recs in (("this model", records), ("at init (control)", control or {})):
+        result = _ok(recs, "robustness")
+        if not result:
+            continue
+        settings = result.get("settings", {})
+        rows.append({"model": who, "RI": fmt(result.get("ri")), "k": fmt(result.get("k")),
+                     "support": fmt(result.get("support")), "samples (tile × mpp)": fmt(result.get("n")),
+                     "design": fmt(settings.get("design")), "k candidates": fmt(settings.get("k_candidates")),
+                     "croma": fmt(settings.get("version"))})
+    return table(rows, "Magnification Robustness Index (croma RI; class: tile label, confounder: mpp, neighbours "
+                       "never from the tile's own slide or patient; above 0.5: the class outweighs the mpp)")
 
 
 def consistency_table(records: Records) -> str:
