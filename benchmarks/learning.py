@@ -1,6 +1,6 @@
 """Does pretraining learn? Small DINOv2 runs on phantom slides, measured against their own initialisation.
 
-    python benchmarks/learning.py                       # 2 CPU cores, about 20 minutes
+    python benchmarks/learning.py                       # 2 CPU cores (2 runs at once), about 20 minutes
     python benchmarks/learning.py --preset vits --device cuda --iterations 2000
 
 In one temporary folder it renders phantom slides (train slides and held-out eval slides with other
@@ -25,8 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,8 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train", type=json.loads, default={}, help="JSON overrides of the TrainConfig")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one process and one thread each "
+                        "(default 2, for 2 cores; 1: in this process with torch's threads)")
     parser.add_argument("--out", type=Path, help="keep the work folder here (default: a temporary one)")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
@@ -159,30 +163,47 @@ def main() -> int:
         train_stores, eval_stores, labels = build_data(root / "data", preset, base.global_size, base.source_size)
         print(f"data: {len(train_stores)} train and {len(eval_stores)} held-out eval slides "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
-        rows, passed = [], True
-        for strategy in args.strategies:
-            for seed in args.seeds:
-                config = TrainConfig.from_dict({**settings, "seed": seed})
-                run_dir = root / f"{strategy}_seed{seed}"
-                dino: list[float] = []
-                t0 = time.perf_counter()
-                result = train(config, train_stores, build_sampler(SamplerConfig(strategy=strategy)), run_dir,
-                               progress=False, device=args.device, on_step=lambda s: dino.append(s.losses["dino"]))
-                seconds = time.perf_counter() - t0
-                diag = head_diagnostics(run_dir, config, result.teacher.cpu(), train_stores, strategy)
-                trained, control = root / f"{run_dir.name}.h5", root / f"{run_dir.name}~init.h5"
-                common = {"labels": labels, "batch_size": 64, "device": args.device, "progress": False}
-                embed_tileset(eval_stores, trained, run_dir, **common)
-                embed_tileset(eval_stores, control, InitControl(str(run_dir)), **common)
-                lnk = math.log(config.prototypes)
-                loss = [np.mean(dino[:10]) / lnk, np.mean(dino[len(dino) // 2 - 5:len(dino) // 2 + 5]) / lnk,
-                        np.mean(dino[-10:]) / lnk]
-                rows.append({"strategy": strategy, "seed": seed, "seconds": seconds, "loss": loss, **diag,
-                             "trained": profile(trained), "control": profile(control)})
-                report_run(rows[-1])
+        work = [(strategy, seed) for strategy in args.strategies for seed in args.seeds]
+        jobs = max(1, min(args.jobs, len(work)))
+        if jobs == 1:
+            rows = [run_one(strategy, seed, settings, root, train_stores, eval_stores, labels, args.device)
+                    for strategy, seed in work]
+            for row in rows:
+                report_run(row)
+        else:  # one process per run, one thread each: 2 cores train 2 runs at once
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                futures = [pool.submit(run_one, strategy, seed, settings, root, train_stores, eval_stores, labels,
+                                       args.device) for strategy, seed in work]
+                rows = []
+                for future in futures:
+                    rows.append(future.result())
+                    report_run(rows[-1])
         passed = report_bar(rows, args.strategies)
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0 if passed else 1
+
+
+def run_one(strategy: str, seed: int, settings: dict[str, Any], root: Path, train_stores: list[Path],
+            eval_stores: list[Path], labels: dict[str, str], device: str) -> dict[str, Any]:
+    """Train one run, embed the eval slides with it and with its init control; its row of the table."""
+    config = TrainConfig.from_dict({**settings, "seed": seed})
+    run_dir = root / f"{strategy}_seed{seed}"
+    dino: list[float] = []
+    t0 = time.perf_counter()
+    result = train(config, train_stores, build_sampler(SamplerConfig(strategy=strategy)), run_dir,
+                   progress=False, device=device, on_step=lambda s: dino.append(s.losses["dino"]))
+    seconds = time.perf_counter() - t0
+    diag = head_diagnostics(run_dir, config, result.teacher.cpu(), train_stores, strategy)
+    trained, control = root / f"{run_dir.name}.h5", root / f"{run_dir.name}~init.h5"
+    common = {"labels": labels, "batch_size": 64, "device": device, "progress": False}
+    embed_tileset(eval_stores, trained, run_dir, **common)
+    embed_tileset(eval_stores, control, InitControl(str(run_dir)), **common)
+    lnk = math.log(config.prototypes)
+    loss = [np.mean(dino[:10]) / lnk, np.mean(dino[len(dino) // 2 - 5:len(dino) // 2 + 5]) / lnk,
+            np.mean(dino[-10:]) / lnk]
+    return {"strategy": strategy, "seed": seed, "seconds": seconds, "loss": loss, **diag,
+            "trained": profile(trained), "control": profile(control)}
 
 
 def report_run(row: dict[str, Any]) -> None:
