@@ -75,15 +75,15 @@ def test_sheet_reads_optional_columns(tmp_path):
 
 @pytest.mark.parametrize("body, expected", [
     ("slide_id\tpath\tsplit\na\ta.svs\ttrain\na\tb.svs\ttest\n", "unique; repeated: a"),
-    ("slide_id\tpath\tsplit\na\ta.svs\ttraining\n", "row 2: split 'training' must be one of"),
-    ("slide_id\tpath\tmpp\tsplit\na\ta.svs\tabc\ttrain\n", "row 2: mpp 'abc' is not a number"),
+    ("slide_id\tpath\tsplit\na\ta.svs\ttraining\n", "line 2: split 'training' must be one of"),
+    ("slide_id\tpath\tmpp\tsplit\na\ta.svs\tabc\ttrain\n", "line 2: mpp 'abc' is not a number"),
     ("slide_id\tpath\tmpp\tsplit\na\ta.svs\t-1\ttrain\n", "mpp must be a positive number"),
     ("slide_id\tpath\n", "missing columns ['split']"),
     ("slide_id\tpath\tsplit\tcolour\n", "unknown columns ['colour']"),
     ("slide_id\tpath\tsplit\na b\ta.svs\ttrain\n", "slide_id 'a b' may use only"),
     ("slide_id\tpath\tsplit\na\t\ttrain\n", "column 'path' is empty"),
 ])
-def test_sheet_errors_name_file_row_and_column(tmp_path, body, expected):
+def test_sheet_errors_name_file_line_and_column(tmp_path, body, expected):
     with pytest.raises(ConfigError) as caught:
         read_sheet(_sheet(tmp_path, body))
     assert expected in str(caught.value) and "slides.tsv" in str(caught.value)

@@ -1,5 +1,5 @@
 """Every training setting (DINOv2 / MAD pretraining, the mixer, AB-MIL) is range-checked before any job runs,
-and the error names the config key, or the runs sheet's row and column, that holds the bad value."""
+and the error names the config key, or the runs sheet's line and column, that holds the bad value."""
 
 import math
 import re
@@ -100,7 +100,7 @@ def test_a_bad_mixer_value_is_refused_naming_its_key(name, value):
     aggregate = _config()["aggregate"]
     runs = {"objective~mem_mask_ratio~0.5_context~3": {"objective": "mem", "mask_ratio": 0.5, "context": 3}}
     pretrain = {**aggregate["pretrain"], name: value}
-    where = "aggregate.runs: mixer_runs.tsv row 2" if name in ("mask_ratio", "context") else f"aggregate.pretrain.{name}"
+    where = "aggregate.runs: mixer_runs.tsv, line 2" if name in ("mask_ratio", "context") else f"aggregate.pretrain.{name}"
     if name in ("mask_ratio", "context"):  # sheet columns: the row's value is the one used
         runs = {key: {**row, name: value} for key, row in runs.items()}
         pretrain = aggregate["pretrain"]
@@ -108,16 +108,16 @@ def test_a_bad_mixer_value_is_refused_naming_its_key(name, value):
     assert name in message
 
 
-def test_mixer_sweep_rows_are_named_by_row_and_column():
+def test_mixer_sweep_rows_are_named_by_line_and_column():
     aggregate = _config()["aggregate"]
     rows = {"a": {"objective": "mem", "mask_ratio": 0.5, "context": 3},
             "b": {"objective": "cmem", "mask_ratio": 0.5, "context": 1}}
     message = _refused(lambda: check_mixer_sweep(aggregate["pretrain"], rows, "config/mixer_runs.tsv", 3,
                                                  [2.0, 1.0, 0.5]), "aggregate.runs")
-    assert "config/mixer_runs.tsv row 3 (mixer run b), column context" in message and ">= aggregate.t 3" in message
+    assert "config/mixer_runs.tsv, line 3 (mixer run b), column context" in message and ">= aggregate.t 3" in message
     message = _refused(lambda: check_mixer_sweep({**aggregate["pretrain"], "batch_size": 1}, rows,
                                                  "config/mixer_runs.tsv", 3, [2.0, 1.0, 0.5]), "aggregate.pretrain")
-    assert "aggregate.pretrain.batch_size" in message and "row 3 (mixer run b)" in message  # CMEM needs 2
+    assert "aggregate.pretrain.batch_size" in message and "line 3 (mixer run b)" in message  # CMEM needs 2
     _refused(lambda: check_mixer_sweep({**aggregate["pretrain"], "iterations": 10, "warmup_iters": 20}, rows,
                                        "config/mixer_runs.tsv", 3, [2.0, 1.0, 0.5]), "aggregate.pretrain.warmup_iters")
     _refused(lambda: check_mixer_sweep({**aggregate["pretrain"], "max_grid": 8}, rows, "config/mixer_runs.tsv", 3,
@@ -157,11 +157,11 @@ def test_mad_training_values_are_named_where_they_were_set():
     assert "(for the mad runs)" in message and "tilesets.mad.cell_px 224" in message  # MAD never upsamples
 
 
-def test_a_runs_sheet_column_is_named_by_row_and_column():
+def test_a_runs_sheet_column_is_named_by_line_and_column():
     runs = {"kernel~abs_strategy~du_lam~NA_mpp~NA_seed~0": {"kernel": "abs", "strategy": "du", "seed": 0},
             "kernel~abs_strategy~du_lam~NA_mpp~NA_seed~-1": {"kernel": "abs", "strategy": "du", "seed": -1}}
     message = _refused(lambda: check_run_columns(TrainConfig(), runs, "config/pretrain_runs.tsv"), "pretrain.runs")
-    assert "config/pretrain_runs.tsv row 3 (run kernel~abs_strategy~du_lam~NA_mpp~NA_seed~-1), column seed" in message
+    assert "config/pretrain_runs.tsv, line 3 (run kernel~abs_strategy~du_lam~NA_mpp~NA_seed~-1), column seed" in message
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])

@@ -26,6 +26,7 @@ from magflow.pretrain.runs import RUN_COLUMNS, check_runs, is_mad, match_sampler
 from magflow.pretrain.train_config import TrainConfig
 from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep
 from magflow.sampling.transforms import pick_source_scale
+from magflow.sheet_lines import data_lines
 from test_workflow import copy_project
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,10 +125,12 @@ def test_paper_sweeps_parse_with_the_workflows_parsers(paper):
 
     runs = read_tsv(paper["pretrain"]["runs"])
     rows = runs.to_dict("records")
-    check_runs(rows, source=paper["pretrain"]["runs"])
-    for number, row in enumerate(rows, start=2):
+    lines = data_lines(REPO / paper["pretrain"]["runs"])
+    assert len(lines) == len(rows)
+    check_runs(rows, source=paper["pretrain"]["runs"], lines=lines)
+    for number, row in zip(lines, rows):
         if not is_mad(row):  # every sampling run trains with a sampler of the sweep
-            match_sampler(row, samplers.to_dict("records"), paper["samplers"], f"paper_runs.tsv row {number}")
+            match_sampler(row, samplers.to_dict("records"), paper["samplers"], f"paper_runs.tsv, line {number}")
     run_names = list(Paramspace(runs[list(RUN_COLUMNS)], filename_params="*", single_wildcard="run")
                      .instance_patterns)
     assert len(run_names) == len(set(run_names)) == 33 and sum(map(is_mad, rows)) == 3

@@ -10,7 +10,8 @@ from PIL import Image
 from magflow.errors import ConfigError
 from magflow.sampling import SamplerConfig, optimize_sampler, read_sampler
 from magflow.sampling.plot import plot_sampler_comparison
-from magflow.sampling.sweep import check_sweep, data_lines, sampler_config
+from magflow.sampling.sweep import check_sweep, sampler_config
+from magflow.sheet_lines import data_lines
 
 SETTINGS = {"range": [0.25, 2.0], "grid_step": 0.01, "du_mpps": [0.25, 0.5, 1.0, 2.0]}
 

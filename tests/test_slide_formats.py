@@ -149,7 +149,7 @@ def test_sheet_column_brightfield_check(tmp_path):
     sheet.write_text("slide_id\tpath\tsplit\tbrightfield_check\na\ta.svs\ttrain\tno\n")
     with pytest.raises(ConfigError) as caught:
         read_sheet(sheet)
-    assert "row 2" in str(caught.value) and "brightfield_check 'no'" in str(caught.value)
+    assert "line 2" in str(caught.value) and "brightfield_check 'no'" in str(caught.value)
 
 
 # -- plain images as slides -----------------------------------------------------------------------

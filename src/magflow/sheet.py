@@ -3,7 +3,6 @@ brightfield_check?)."""
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re
@@ -11,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from magflow.errors import ConfigError
+from magflow.sheet_lines import NumberedRows
 
 SPLITS = ("train", "val", "test")
 REQUIRED = ("slide_id", "path", "split")
@@ -55,22 +55,23 @@ def _switch(value: str, where: str) -> bool:
 
 
 def read_sheet(path: str | os.PathLike[str]) -> list[SlideEntry]:
-    """Read and check a tab-separated slide sheet; every error names the file, row and column."""
+    """Read and check a tab-separated slide sheet; every error names the file, the line (as an editor shows
+    it: ``#`` comment and blank lines are skipped but counted) and the column."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"slide sheet '{path}' not found: set `slides` in the config to a TSV file "
                           f"with columns {', '.join(REQUIRED + OPTIONAL)}")
     with path.open(newline="") as handle:
-        reader = csv.DictReader((line for line in handle if not line.startswith("#")), delimiter="\t")
-        columns = reader.fieldnames or []
+        reader = NumberedRows(handle)
+        columns = reader.fieldnames
         missing = [c for c in REQUIRED if c not in columns]
         unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
         if missing or unknown:
             raise ConfigError(f"slide sheet '{path}': missing columns {missing}, unknown columns {unknown}; "
                               f"allowed: {', '.join(REQUIRED + OPTIONAL)} (tab-separated)")
         entries: list[SlideEntry] = []
-        for row_number, row in enumerate(reader, start=2):
-            where = f"slide sheet '{path}' row {row_number}"
+        for line, row in reader:
+            where = f"slide sheet '{path}', line {line}"
             values = {k: (v or "").strip() for k, v in row.items() if k is not None}
             for key in REQUIRED:
                 if not values.get(key):

@@ -21,8 +21,9 @@ from magflow.pretrain.mad_config import check_mad_runs
 from magflow.preemption import ignore_warning_signal
 from magflow.pretrain.runs import RUN_COLUMNS, check_runs, is_mad, match_sampler
 from magflow.report.names import FIGURES, TABLES
-from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, data_lines, sampler_config
+from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
 from magflow.sheet import read_sheet
+from magflow.sheet_lines import data_lines, row_lines
 from magflow.writable import check_writable, folder_problems
 
 # Every output goes under results/ and logs/: a run stops before any job when they cannot be written;
@@ -139,14 +140,17 @@ _TRAIN = TrainConfig.from_config(PRETRAIN["train"])
 if PRETRAIN["tileset"] not in config["tilesets"]:
     raise ConfigError(f"pretrain.tileset: '{PRETRAIN['tileset']}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
 _runs = pd.read_csv(PRETRAIN["runs"], sep="\t", comment="#")
-check_runs(_runs.to_dict("records"), source=PRETRAIN["runs"])
+_run_lines = row_lines(data_lines(PRETRAIN["runs"]), len(_runs))  # errors name a row by its line in the file
+check_runs(_runs.to_dict("records"), source=PRETRAIN["runs"], lines=_run_lines)
 RUN_SPACE = Paramspace(_runs[list(RUN_COLUMNS)], filename_params="*", single_wildcard="run")
-check_run_columns(_TRAIN, dict(zip(RUN_SPACE.instance_patterns, _runs.to_dict("records"))), PRETRAIN["runs"])
+check_run_columns(_TRAIN, dict(zip(RUN_SPACE.instance_patterns, _runs.to_dict("records"))), PRETRAIN["runs"],
+                  lines=_run_lines)
 _RUN_SAMPLERS = {
     pattern: list(SAMPLER_SPACE.instance_patterns)[
-        match_sampler(row, SAMPLER_SPACE.dataframe.to_dict("records"), SAMPLER_SETTINGS, f"{PRETRAIN['runs']} row {i + 2}")
+        match_sampler(row, SAMPLER_SPACE.dataframe.to_dict("records"), SAMPLER_SETTINGS,
+                      f"{PRETRAIN['runs']}, line {line}")
     ]
-    for i, (pattern, row) in enumerate(zip(RUN_SPACE.instance_patterns, _runs.to_dict("records")))
+    for line, pattern, row in zip(_run_lines, RUN_SPACE.instance_patterns, _runs.to_dict("records"))
     if not is_mad(row)
 }
 # strategy `mad` rows: magnification-aware distillation on the pretrain.mad tile set, no sampler
@@ -381,10 +385,12 @@ if AGG_ENCODER is not None:
                           "objective, mask_ratio, context), point aggregate.runs at it, or set aggregate.encoder: null")
     _mixer_runs = pd.read_csv(AGGREGATE["runs"], sep="\t", comment="#")
     MIXER_SPACE = Paramspace(_mixer_runs[list(MIXER_COLUMNS)], filename_params="*", single_wildcard="mixer")
+    _mixer_lines = row_lines(data_lines(AGGREGATE["runs"]), len(_mixer_runs))
     MIXER_RUNS = check_mixer_runs(dict(zip(MIXER_SPACE.instance_patterns, _mixer_runs.to_dict("records"))),
-                                  AGGREGATE["runs"])
-    # unknown or out-of-range keys stop the run before any job, named by key or by the sweep's row and column
-    check_mixer_sweep(AGGREGATE["pretrain"], MIXER_RUNS, AGGREGATE["runs"], AGGREGATE["t"], AGG_SCALES)
+                                  AGGREGATE["runs"], lines=_mixer_lines)
+    # unknown or out-of-range keys stop the run before any job, named by key or by the sweep's line and column
+    check_mixer_sweep(AGGREGATE["pretrain"], MIXER_RUNS, AGGREGATE["runs"], AGGREGATE["t"], AGG_SCALES,
+                      lines=_mixer_lines)
     MILConfig.from_config(AGGREGATE["abmil"])
     SLIDE_METHODS = slide_methods(MIXER_RUNS, AGGREGATE["modes"], AGG_SCALES)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from magflow.errors import ConfigError
+from magflow.sheet_lines import row_lines
 
 MODES = ("cls", "patch")
 MIXER_COLUMNS = ("objective", "mask_ratio", "context")
@@ -65,14 +66,16 @@ def slide_methods(mixer_runs: Mapping[str, Mapping[str, Any]], modes: Sequence[s
     return {m.id: m for m in methods}
 
 
-def check_mixer_runs(runs: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, dict[str, Any]]:
+def check_mixer_runs(runs: Mapping[str, Mapping[str, Any]], source: str,
+                     lines: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
     """The mixer sweep's rows by run name, typed: objective, mask_ratio (0 < r < 1), context (c, an integer;
-    only CMEM uses it). A bad row is refused with its row number in ``source``."""
+    only CMEM uses it). A bad row is refused with its line in ``source``: ``lines`` are the rows' line
+    numbers (:func:`magflow.sheet_lines.data_lines`; without them row i is line i + 2)."""
     if not runs:
         raise ConfigError(f"aggregate.runs: {source} has no rows; add at least one (objective, mask_ratio, context)")
     typed = {}
-    for number, (name, row) in enumerate(runs.items(), start=2):
-        where = f"aggregate.runs: {source} row {number}"
+    for number, (name, row) in zip(row_lines(lines, len(runs)), runs.items()):
+        where = f"aggregate.runs: {source}, line {number}"
         objective = str(row["objective"])
         if objective not in OBJECTIVE_NAMES:
             raise ConfigError(f"{where}: objective {objective!r} must be one of {', '.join(OBJECTIVE_NAMES)}")

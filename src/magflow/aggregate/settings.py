@@ -12,6 +12,7 @@ from typing import Any
 from magflow.config import SettingError, check_field_types, requirement, settings_from_dict
 from magflow.errors import ConfigError
 from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION
+from magflow.sheet_lines import row_lines
 
 OBJECTIVES = ("mem", "cmem")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -207,15 +208,17 @@ class MILConfig:
 
 
 def check_mixer_sweep(pretrain: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]], source: str, t: int,
-                      scales: Sequence[float]) -> None:
+                      scales: Sequence[float], lines: Sequence[int] | None = None) -> None:
     """Every mixer run's settings (``aggregate.pretrain`` with the run's row of the sweep ``source`` on
-    top) before any job: a bad value from the sheet is named by its row and column, one from
-    ``aggregate.pretrain`` by its key. Also CMEM's context against the regions' side ``t``
-    (``aggregate.t``) and the mixer's position grid against the region's extent in finest-scale cells."""
+    top) before any job: a bad value from the sheet is named by its line in the file and its column, one
+    from ``aggregate.pretrain`` by its key. Also CMEM's context against the regions' side ``t``
+    (``aggregate.t``) and the mixer's position grid against the region's extent in finest-scale cells.
+    ``lines`` are the rows' line numbers (:func:`magflow.sheet_lines.data_lines`; without them row i is
+    line i + 2)."""
     ratio = max(scales) / min(scales) if scales else 1.0
     cells = round(t * ratio)  # a region's side in finest-scale cells: its token positions run up to it
-    for number, (name, row) in enumerate(runs.items(), start=2):
-        where = f"aggregate.runs: {source} row {number} (mixer run {name})"
+    for number, (name, row) in zip(row_lines(lines, len(runs)), runs.items()):
+        where = f"aggregate.runs: {source}, line {number} (mixer run {name})"
         try:
             config = MixerTrainConfig.from_dict({**pretrain, **row}).validate()
         except SettingError as error:

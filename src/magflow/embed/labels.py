@@ -22,7 +22,6 @@ names in natural order (numbers numerically); a tile's label indexes that list.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from magflow.errors import ConfigError
+from magflow.sheet_lines import NumberedRows
 
 log = logging.getLogger(__name__)
 CSV_SUFFIXES = (".csv", ".tsv")
@@ -136,23 +136,22 @@ def read_tile_label_csv(path: str | os.PathLike[str], slide_id: str | None = Non
     if not path.is_file():
         raise ConfigError(f"tile-label CSV {path} does not exist")
     with path.open(newline="") as handle:
-        reader = csv.DictReader((line for line in handle if not line.startswith("#")),
-                                delimiter="\t" if path.suffix == ".tsv" else ",")
-        columns = set(reader.fieldnames or [])
+        reader = NumberedRows(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
+        columns = set(reader.fieldnames)
         keys = ("x", "y") if {"x", "y"} <= columns else ("col", "row") if {"col", "row"} <= columns else None
         if "label" not in columns or keys is None or ("slide_id" not in columns and slide_id is None):
             raise ConfigError(f"{path}: a tile-label CSV needs columns label and x, y (level-0 top-left) or col, row "
                               f"(anchor grid){'' if slide_id else ', and slide_id'}; it has {sorted(columns)}")
         out = []
-        for line, row in enumerate(reader, start=2):
+        for line, row in reader:
             try:
                 where = {key: int(float(row[key])) for key in keys}
             except (TypeError, ValueError):
-                raise ConfigError(f"{path} line {line}: {keys} must be whole numbers, got "
+                raise ConfigError(f"{path}, line {line}: {keys} must be whole numbers, got "
                                   f"{[row.get(k) for k in keys]}") from None
             label = (row.get("label") or "").strip()
             if not label:
-                raise ConfigError(f"{path} line {line}: empty label")
+                raise ConfigError(f"{path}, line {line}: empty label")
             out.append({"slide_id": (row.get("slide_id") or slide_id or "").strip(), "label": label,
                         "line": line, **where})
     return out
@@ -178,8 +177,8 @@ def _match_csv(rows: list[dict[str, object]], tiles: TileTable, source: Path) ->
             continue
         tile, label = int(hits[0]), str(row["label"])
         if found.get(tile, label) != label:
-            raise ConfigError(f"{source} line {row['line']}: tile {slide} {tiles.grid[tile].tolist()} is labelled both "
-                              f"'{found[tile]}' and '{label}'")
+            raise ConfigError(f"{source}, line {row['line']}: tile {slide} {tiles.grid[tile].tolist()} is labelled "
+                              f"both '{found[tile]}' and '{label}'")
         found[tile] = label
     if unmatched:
         log.info("%s: %d of %d rows match no tile of the tile set (not in the eval set, or another slide)",

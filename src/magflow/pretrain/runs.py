@@ -11,6 +11,7 @@ from typing import Any
 
 from magflow.errors import ConfigError
 from magflow.sampling.sweep import SWEEP_COLUMNS, sampler_config
+from magflow.sheet_lines import row_lines
 
 RUN_COLUMNS = (*SWEEP_COLUMNS, "seed")
 MAD_STRATEGY = "mad"
@@ -33,21 +34,26 @@ def match_sampler(run: Mapping[str, Any], samplers: Sequence[Mapping[str, Any]],
                       "sampler sweep or fix the run row")
 
 
-def check_runs(runs: Sequence[Mapping[str, Any]], source: str) -> None:
+def check_runs(runs: Sequence[Mapping[str, Any]], source: str, lines: Sequence[int] | None = None) -> None:
+    """Every row of the runs sheet ``source`` before any job; an error names the row by its line in the file.
+
+    ``lines`` are the file's line numbers of ``runs`` (:func:`magflow.sheet_lines.data_lines`); without them
+    row i is taken to be line i + 2, below a header on line 1.
+    """
     if not runs:
         raise ConfigError(f"pretrain.runs: {source} has no rows; add at least one run")
     missing = [c for c in RUN_COLUMNS if c not in runs[0]]
     if missing:
         raise ConfigError(f"pretrain.runs: {source} lacks the column(s) {missing}; the columns are "
                           f"{', '.join(RUN_COLUMNS)} (NA where unused)")
-    for number, run in enumerate(runs, start=2):
+    for number, run in zip(row_lines(lines, len(runs)), runs):
         try:
             int(run["seed"])
         except (TypeError, ValueError):
-            raise ConfigError(f"pretrain.runs: {source} row {number}: seed must be an integer, got {run['seed']!r}") \
+            raise ConfigError(f"pretrain.runs: {source}, line {number}: seed must be an integer, got {run['seed']!r}") \
                 from None
         if is_mad(run):
             given = [c for c in ("kernel", "lam", "mpp") if run[c] is not None and str(run[c]).strip() not in NA]
             if given:
-                raise ConfigError(f"pretrain.runs: {source} row {number}: a mad run uses no sampler; set {given} to NA "
-                                  "(MAD's settings are pretrain.mad)")
+                raise ConfigError(f"pretrain.runs: {source}, line {number}: a mad run uses no sampler; set {given} "
+                                  "to NA (MAD's settings are pretrain.mad)")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from magflow.config import SettingError, check_field_types, requirement, settings_from_dict
+from magflow.sheet_lines import row_lines
 
 PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCALING = ("linear", "sqrt")
@@ -163,15 +164,17 @@ class TrainConfig:
         return self.base_lr * (ratio if self.lr_scaling == "linear" else math.sqrt(ratio))
 
 
-def check_run_columns(train: TrainConfig, runs: Mapping[str, Mapping[str, Any]], source: str) -> None:
+def check_run_columns(train: TrainConfig, runs: Mapping[str, Mapping[str, Any]], source: str,
+                      lines: Sequence[int] | None = None) -> None:
     """The columns of a runs sheet that are training settings (``seed``), each applied to ``train`` and
-    checked, before any job: a bad one is named by the sheet's row and column. ``runs`` maps each run's
-    name to its row, in the sheet's order."""
+    checked, before any job: a bad one is named by its line in the sheet and its column. ``runs`` maps each
+    run's name to its row, in the sheet's order; ``lines`` are the rows' line numbers in the file
+    (:func:`magflow.sheet_lines.data_lines`; without them row i is line i + 2)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    for number, (name, row) in enumerate(runs.items(), start=2):
+    for number, (name, row) in zip(row_lines(lines, len(runs)), runs.items()):
         values = {key: value.item() if hasattr(value, "item") else value  # numpy scalars as Python numbers
                   for key, value in row.items() if key in names}
         try:
             dataclasses.replace(train, **values)
         except SettingError as error:
-            raise error.reworded(f"pretrain.runs: {source} row {number} (run {name}), column {error.name}") from None
+            raise error.reworded(f"pretrain.runs: {source}, line {number} (run {name}), column {error.name}") from None

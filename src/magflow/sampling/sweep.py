@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from magflow.errors import ConfigError
 from magflow.sampling.distributions import STANDARD_MPPS
 from magflow.sampling.sampler import SamplerConfig
+from magflow.sheet_lines import row_lines
 
 SWEEP_COLUMNS = ("kernel", "strategy", "lam", "mpp")
 
@@ -39,23 +39,12 @@ def sampler_config(row: Mapping[str, Any], settings: Mapping[str, Any]) -> Sampl
     )
 
 
-def data_lines(path: str | os.PathLike[str]) -> list[int]:
-    """The line numbers in ``path`` of its data rows, as ``pandas.read_csv(sep="\\t", comment="#")`` reads them.
-
-    Lines starting with ``#`` and blank lines are skipped; the first line left is the header.
-    """
-    with open(path, encoding="utf-8") as handle:
-        kept = [number for number, line in enumerate(handle, start=1)
-                if not line.startswith("#") and line.strip(" \r\n")]
-    return kept[1:]
-
-
 def check_sweep(rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], source: str,
                 lines: Sequence[int] | None = None) -> None:
     """Validate every row before any job runs; errors name the file, the line and the fix.
 
-    ``lines`` are the file's line numbers of ``rows`` (see :func:`data_lines`); without them row i is
-    taken to be line i + 2, below a header on line 1.
+    ``lines`` are the file's line numbers of ``rows`` (:func:`magflow.sheet_lines.data_lines`); without
+    them row i is taken to be line i + 2, below a header on line 1.
     """
     if not rows:
         raise ConfigError(f"samplers.sweep: {source} has no rows; add at least one sampler")
@@ -65,10 +54,8 @@ def check_sweep(rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], 
             f"samplers.sweep: {source} lacks the column(s) {missing}; "
             f"the columns are {', '.join(SWEEP_COLUMNS)} (NA where unused)"
         )
-    if lines is None or len(lines) != len(rows):
-        lines = range(2, len(rows) + 2)
     seen: dict[SamplerConfig, int] = {}
-    for number, row in zip(lines, rows):
+    for number, row in zip(row_lines(lines, len(rows)), rows):
         try:
             cfg = sampler_config(row, settings)
         except ConfigError as err:
