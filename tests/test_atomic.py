@@ -1,8 +1,14 @@
 """Atomic outputs: a killed writer leaves at most one fixed temporary file, and the next attempt removes it."""
 
+import base64
+import json
+import os
+import re
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -10,6 +16,7 @@ import pytest
 
 from magflow.atomic import atomic_path, temp_path
 from magflow.preprocess.store import ScaleContent, StoreWriter, TileStore
+from test_workflow import SNAKEMAKE, copy_project
 
 # Writes 64 MB into an HDF5 file through atomic_path, says when it is half-way, then waits to be killed.
 SLOW_WRITER = """
@@ -98,3 +105,90 @@ def test_a_store_that_fails_while_open_leaves_nothing(tmp_path):
         raise RuntimeError("decode failed")
     assert list(tmp_path.iterdir()) == []
 
+
+
+# -- Snakemake, killed mid-job --------------------------------------------------------------------------
+
+PHANTOM = ("results/phantom/phantom_a.tiff", "results/phantom/phantom_a.labels.png", "results/phantom/phantom_a.json")
+
+
+def snakemake(root, *args):
+    result = subprocess.run(SNAKEMAKE + list(args), cwd=root, capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout + result.stderr
+
+
+def group_alive(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that are still running (zombies waiting for a parent do not count)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def marked_incomplete(root) -> set[str]:
+    """The outputs Snakemake has marked incomplete: .snakemake/incomplete holds one file per output, named by
+    the output's path in URL-safe base64."""
+    folder = root / ".snakemake" / "incomplete"
+    return {base64.urlsafe_b64decode(p.name).decode() for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+@pytest.mark.slow
+def test_snakemake_killed_mid_write_plans_the_job_again_and_the_rerun_leaves_no_temp_file(tmp_path):
+    """SIGKILL to Snakemake and its job together (one process group, as when Slurm kills a job step or the
+    node runs out of memory) while the `phantom` job writes its slide:
+
+    (a) no output of the job exists, only the slide's hidden temp file, and Snakemake's own incomplete markers
+        for the job's three outputs stay in .snakemake/incomplete;
+    (b) a dry run plans the job again. Its reason is "Missing output files", not "incomplete": Snakemake calls
+        an output incomplete only when the file exists, and an atomic output exists only once whole, so the
+        marker matters only if a kill lands in the instant between the rename and Snakemake's bookkeeping
+        (about 0.1 s here; the Slurm profile sets rerun-incomplete for that case);
+    (c) the killed run's lock stays, so a plain rerun is refused with a message that names --unlock; after
+        `snakemake --unlock`, `--rerun-incomplete` finishes the job, clears the markers and leaves no hidden
+        temp file beside the outputs.
+    """
+    root = copy_project(tmp_path / "project")
+    target, folder = PHANTOM[0], root / "results" / "phantom"
+    temp = temp_path(root / target)
+    with (tmp_path / "killed.log").open("w") as log:
+        killed = subprocess.Popen(SNAKEMAKE + ["--cores", "1", target], cwd=root, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not temp.exists() and killed.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            assert temp.exists(), f"the slide's temp file never appeared:\n{(tmp_path / 'killed.log').read_text()}"
+        finally:
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while group_alive(killed.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(killed.pid), "a process of the killed run survived"
+
+    # (a) nothing but the temp file; Snakemake's markers survive the kill
+    assert not any((root / out).exists() for out in PHANTOM)
+    assert hidden(folder) == [temp.name]
+    assert marked_incomplete(root) == set(PHANTOM)
+
+    # (b) the dry run plans the killed job again
+    code, out = snakemake(root, "-n", target)
+    assert code == 0, out[-3000:]
+    assert re.search(r"^phantom\s+1$", out, re.M) and f"Missing output files: {target}" in out, out[-3000:]
+
+    # (c) the stale lock is named, --unlock clears it, and the rerun completes and cleans up
+    code, out = snakemake(root, "--cores", "1", target)
+    assert code != 0 and "--unlock" in out and not (root / target).exists(), out[-3000:]
+    code, out = snakemake(root, "--unlock")
+    assert code == 0, out[-3000:]
+    code, out = snakemake(root, "--cores", "1", "--rerun-incomplete", target)
+    assert code == 0, out[-3000:]
+    assert (root / target).stat().st_size > 1 << 20 and (root / PHANTOM[1]).exists()
+    assert json.loads((root / PHANTOM[2]).read_text())
+    assert hidden(folder) == [], "the rerun must remove the killed job's temp file"
+    assert marked_incomplete(root) == set()

@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.slow
 # What a copy of the project needs to run Snakemake: never results/ or .snakemake/, so what a demo run
-# left in the checkout cannot change what a test plans.
-PROJECT_FILES = ("Snakefile", "workflow", "config", "profiles")
+# left in the checkout cannot change what a test plans. environment.yml is every rule's `conda:` file, which
+# Snakemake reads to record a finished job's metadata.
+PROJECT_FILES = ("Snakefile", "workflow", "config", "profiles", "environment.yml")
 
 
 def run(args, cwd, timeout=600):
@@ -25,7 +26,8 @@ def run(args, cwd, timeout=600):
 
 
 def copy_project(root: Path) -> Path:
-    """The project's workflow files (Snakefile, rules, config, profiles) copied into ``root``, where Snakemake runs."""
+    """The project's workflow files (Snakefile, rules, config, profiles, environment.yml) copied into ``root``,
+    where Snakemake runs."""
     root.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source = REPO / name
