@@ -59,11 +59,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": {
         "train": {"arch": "vit_small_patch16_224", "arch_kwargs": {"embed_dim": 128, "depth": 4, "num_heads": 4},
                   "patch_size": 16, "global_size": 64, "local_size": 32, "n_local_crops": 4, "source_size": 72,
-                  "prototypes": 1024, "head_hidden_dim": 512, "head_bottleneck_dim": 128, "batch_size": 32,
+                  "prototypes": 1024, "head_hidden_dim": 512, "head_bottleneck_dim": 128, "batch_size": 8,
                   "drop_path": 0.0, "lr_scaling": "sqrt", "base_lr": 0.004,
                   # DINOv2's 0.04 -> 0.07 teacher collapses to uniform targets at this size (config/README.md)
                   "teacher_temp": 0.02, "warmup_teacher_temp": 0.02},
-        "iterations": 1000, "slides": 4, "eval_slides": 4, "width_um": 1536.0,
+        "iterations": 6000, "slides": 4, "eval_slides": 4, "width_um": 1536.0,
     },
     "vits": {
         "train": {"arch": "vit_small_patch14_dinov2", "patch_size": 14, "global_size": 224, "local_size": 98,
