@@ -1,6 +1,6 @@
 """Does pretraining learn? Small DINOv2 runs on phantom slides, measured against their own initialisation.
 
-    python benchmarks/learning.py                       # 2 CPU cores (2 runs at once), about 20 minutes
+    python benchmarks/learning.py                       # 2 CPU cores (2 runs at once), about 23 minutes
     python benchmarks/learning.py --preset vits --device cuda --iterations 2000
 
 In one temporary folder it renders phantom slides (train slides and held-out eval slides with other
