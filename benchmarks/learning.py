@@ -46,7 +46,7 @@ from magflow.preprocess.tissue import TissueParams
 from magflow.preprocess.tissue_step import make_tissue_mask
 from magflow.pretrain.checkpoint import CHECKPOINT, load_checkpoint
 from magflow.pretrain.strategy import SamplingStrategy
-from magflow.pretrain.trainer import Step, TrainConfig, train
+from magflow.pretrain.trainer import TrainConfig, train
 from magflow.sampling import SamplerConfig, build_sampler
 from magflow.slides.phantom_step import make_phantom
 

@@ -277,6 +277,10 @@ def test_a_record_of_another_step_is_refused_naming_the_file(records, tmp_path):
     mixed.write_text(json.dumps(other))
     with pytest.raises(ConfigError, match="several benchmarks"):
         read_benchmark_records([records[0], mixed])
+    twin = tmp_path / "twin.json"
+    twin.write_text(records[0].read_text())  # the same model twice would silently drop one of the two
+    with pytest.raises(ConfigError, match=re.escape(f"two records of model '{json.loads(twin.read_text())['model']}'")):
+        read_benchmark_records([records[0], twin])
 
 
 # -- end to end: the fixture rule and one model's benchmark job -------------------------------------------

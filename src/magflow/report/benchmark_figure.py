@@ -27,6 +27,7 @@ from magflow.embed.control import control_of
 from magflow.errors import ConfigError
 from magflow.report.figures import CONTROL_LABEL, CONTROL_STYLE, plt, save
 from magflow.report.html import page, table
+from magflow.report.tables import fmt
 
 PROBES = {"knn": "kNN (cosine, k chosen on dev)", "linear": "linear probe (C chosen on dev)"}
 SCORE = "balanced_accuracy"
@@ -38,9 +39,14 @@ Record = Mapping[str, Any]
 def read_benchmark_records(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Record]:
     """The records at ``paths``, by model, in the order given; all must be of one benchmark."""
     records: dict[str, Record] = {}
+    files: dict[str, str] = {}
     for path in paths:
         record = read_record(path)  # refuses a file without the keys read here, naming it
-        records[record["model"]] = record
+        model = record["model"]
+        if model in records:
+            raise ConfigError(f"two records of model '{model}' in one panel: {files[model]} and {path}; give each "
+                              "model's record once")
+        records[model], files[model] = record, str(path)
     benchmarks = {r["benchmark"] for r in records.values()}
     if len(benchmarks) > 1:
         raise ConfigError(f"records of several benchmarks ({', '.join(sorted(benchmarks))}) in one panel: "
@@ -131,10 +137,6 @@ def draw_benchmark(records: Mapping[str, Record], benchmark: str | None = None) 
     return fig
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
-
-
 def _chosen(record: Record, probe: str, key: str) -> str:
     folds = record["probes"][probe].get("folds") or []
     return ", ".join(f"{fold[key]:g}" for fold in folds if fold.get(key) is not None)
@@ -156,14 +158,14 @@ def table_rows(records: Mapping[str, Record]) -> list[dict[str, str]]:
         rows.append({
             "model": model,
             "control of": str(control_of(model) or "") if control_of(model) in records else "",
-            "kNN bal. acc., standard mpps": _fmt(knn["standard"]),
-            "kNN bal. acc., intermediate mpps": _fmt(knn["intermediate"]),
-            "linear bal. acc., standard mpps": _fmt(linear["standard"]),
-            "linear bal. acc., intermediate mpps": _fmt(linear["intermediate"]),
-            "linear: standard − intermediate": _fmt(gap),
-            "Magnification Robustness Index": _fmt(robustness.get("index")),
-            f"{RANKME_NAMES['paper']}, mean over mpps": _fmt(_rankme_mean(record, "paper"), 2),
-            f"{RANKME_NAMES['covariance']}, mean over mpps": _fmt(_rankme_mean(record, "covariance"), 2),
+            "kNN bal. acc., standard mpps": fmt(knn["standard"]),
+            "kNN bal. acc., intermediate mpps": fmt(knn["intermediate"]),
+            "linear bal. acc., standard mpps": fmt(linear["standard"]),
+            "linear bal. acc., intermediate mpps": fmt(linear["intermediate"]),
+            "linear: standard − intermediate": fmt(gap),
+            "Magnification Robustness Index": fmt(robustness.get("index")),
+            f"{RANKME_NAMES['paper']}, mean over mpps": fmt(_rankme_mean(record, "paper"), 2),
+            f"{RANKME_NAMES['covariance']}, mean over mpps": fmt(_rankme_mean(record, "covariance"), 2),
             "RankMe images per mpp": str((record.get("rankme") or {}).get("n_per_mpp", "")),
             "protocol": str(record.get("protocol", "")),
             "k per fold": _chosen(record, "knn", "k"),
