@@ -176,7 +176,7 @@ def test_eval_path_records_protocol_chosen_k_and_c_and_rankme_definition(tmp_pat
     assert result["train_mpps"] == [m for m in MPPS if m in STANDARD]
     assert set(result["scores"]) == {f"{m:g}" for m in MPPS}
     rankme = evaluate_metric("rankme", path, tmp_path / "rankme.json", settings=settings)
-    assert rankme["protocol"] == "cms"
+    assert rankme["protocol"] == "magflow"  # evaluate.protocol switches the probes only
     assert rankme["result"]["definition"] == rankme["constants"]["definition"] == "covariance"
     assert rankme["constants"]["clamp"] == 1e-12
     default = evaluate_metric("rankme", path, tmp_path / "paper.json")

@@ -37,6 +37,13 @@ METRICS: dict[str, Metric] = {
     "segmentation": segmentation,
     "robustness": robustness_metric,
 }
+PROTOCOL_METRICS = frozenset({"probes"})  # the families that evaluate.protocol changes; the rest are magflow's
+
+
+def metric_protocol(metric: str, settings: EvalSettings) -> str:
+    """The protocol a record of ``metric`` was computed under: ``evaluate.protocol`` for the probes, which
+    it switches; ``magflow`` for every other family, which no protocol setting changes."""
+    return settings.protocol if metric in PROTOCOL_METRICS else "magflow"
 
 
 def evaluate_metric(metric: str, embeddings: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -66,10 +73,11 @@ def evaluate_metric(metric: str, embeddings: str | os.PathLike[str], out: str | 
             warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
             outcome = METRICS[metric](data, context)
         record = make_record(metric, data, outcome.result, seeds=outcome.seeds, constants=outcome.constants,
-                             config=context.config, protocol=settings.protocol)
+                             config=context.config, protocol=metric_protocol(metric, settings))
     except MetricSkipped as skip:
         log.warning("%s: %s skipped: %s", data.model, metric, skip)
-        record = make_record(metric, data, reason=str(skip), config=context.config, protocol=settings.protocol)
+        record = make_record(metric, data, reason=str(skip), config=context.config,
+                             protocol=metric_protocol(metric, settings))
     for key, reason in (record["result"].get("left_out") or {}).items():
         log.info("%s: %s leaves out %s mpp: %s", data.model, metric, key, reason)
     write_record(out, record)
