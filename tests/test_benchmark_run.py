@@ -297,3 +297,22 @@ def test_the_command_line_runs_one_benchmark_and_names_a_bad_root(tcga, model_di
     assert "magflow benchmark: error: benchmark 'absent' (tcga-ms layout): the benchmark root is not a folder" \
         in bad.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_mean_patch_appends_the_mean_patch_token_as_in_the_evaluation_embeddings(tcga, model_dir, tmp_path):
+    spec = tcga[0]
+    cls_only = ExternalModel.from_config("tiny", {"timm_name": f"local-dir:{model_dir}"})
+    runs = {}
+    for mean_patch in (False, True):
+        out = tmp_path / f"mean_patch_{mean_patch}"
+        record = run_benchmark(spec, cls_only, out / "e.h5", out / "r.json", name="tiny", batch_size=16,
+                               mean_patch=mean_patch, device="cpu", progress=False)
+        runs[mean_patch] = record, read_benchmark_embeddings(out / "e.h5")
+    (plain, plain_emb), (both, both_emb) = runs[False], runs[True]
+    assert (plain["feature"], both["feature"]) == ("cls", "cls+mean_patch")
+    dim = plain_emb.attrs["feature_dim"]
+    assert both_emb.attrs["feature_dim"] == 2 * dim == 2 * plain_emb.attrs["embed_dim"]
+    for mpp in PROFILE_MPPS:  # the CLS half is unchanged; the second half is the mean patch token
+        assert both_emb.features[mpp].shape[1] == 2 * dim
+        np.testing.assert_allclose(both_emb.features[mpp][:, :dim], plain_emb.features[mpp], atol=1e-5)
+        assert not np.allclose(both_emb.features[mpp][:, dim:], plain_emb.features[mpp], atol=1e-3)

@@ -120,7 +120,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     model = _encoder_source(args)
     model_name = args.name or (Path(model).name if isinstance(model, str) else model.name)
     record = run_benchmark(spec, model, args.out_embeddings, args.out_record, name=model_name,
-                           batch_size=args.batch_size, workers=args.workers, device=args.device)
+                           batch_size=args.batch_size, workers=args.workers, mean_patch=args.mean_patch,
+                           device=args.device)
     print(f"{name} ({record['layout']}) x {model_name}: {record['counts']['images']} images at "
           f"{len(record['mpps'])} mpps, fed at {record['input_px']} px"
           + (f" (resized from {record['native_px']} px)" if record["resized"] else ""))
@@ -386,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-record", required=True, help="output JSON, e.g. results/benchmarks/BENCH/MODEL.json")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes decoding the PNGs")
+    p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token "
+                   "(embed.mean_patch), as the model's evaluation embeddings do")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.set_defaults(handler=_benchmark)
 

@@ -13,5 +13,6 @@ run_benchmark(
     name=snakemake.wildcards.model,
     batch_size=settings["batch_size"],
     workers=settings["workers"],
+    mean_patch=settings["mean_patch"],
     config=snakemake.config,
 )

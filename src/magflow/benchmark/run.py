@@ -103,11 +103,13 @@ def _check_mpps(spec: BenchmarkSpec) -> None:
 
 def run_benchmark(spec: BenchmarkSpec, model: str | os.PathLike[str] | ExternalModel | InitControl,
                   embeddings_out: str | os.PathLike[str], record_out: str | os.PathLike[str], *, name: str,
-                  batch_size: int = 64, workers: int = 0, device: str | torch.device | None = None,
-                  progress: bool = True, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  batch_size: int = 64, workers: int = 0, mean_patch: bool = False,
+                  device: str | torch.device | None = None, progress: bool = True,
+                  config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Embed the benchmark ``spec`` with ``model`` (a run's model directory, an :class:`ExternalModel` or a
     run's :class:`InitControl`) named ``name``, write ``embeddings_out`` (HDF5) and ``record_out`` (JSON);
-    return the record."""
+    return the record. ``mean_patch`` is ``embed.mean_patch``: a run's (or control's) features are then
+    [CLS, mean patch token], as in its evaluation embeddings."""
     if batch_size < 1 or workers < 0:
         raise ConfigError(f"benchmark {spec.name}: batch_size must be ≥ 1 and workers ≥ 0, got {batch_size} and "
                           f"{workers}")
@@ -122,7 +124,7 @@ def run_benchmark(spec: BenchmarkSpec, model: str | os.PathLike[str] | ExternalM
             raise ConfigError(f"benchmark '{spec.name}': the images at mpp {mpp:g} are not those at {mpps[0]:g}")
 
     torch_device = pick_device(device)
-    encoder = load_encoder(model, name=name).to(torch_device)
+    encoder = load_encoder(model, mean_patch=mean_patch, name=name).to(torch_device)
     encoder.name = name
     size = input_size(encoder.timm_model, native_size(spec.name, spec.layout, first["path"].iloc[0]))
     if size.resized:
