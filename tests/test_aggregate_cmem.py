@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from magflow.aggregate.augment import dihedral_positions
@@ -90,3 +91,41 @@ def test_cmem_loss_sums_mem_and_contrastive(tmp_path):
     result = model(views, masks)
     torch.testing.assert_close(result.loss, result.mem + result.contrastive)
     assert model.projector.mlp.fc1.in_features == 4 * 16 and model.projector.mlp.fc2.out_features == 8
+
+
+def loop_paper_eq5(u: list[torch.Tensor], v: list[torch.Tensor], tau: float) -> float:
+    """Eq. 5 by hand: anchors u_i, positive v_i, denominator over v_j with j != i only."""
+    u = [a / a.norm() for a in u]
+    v = [b / b.norm() for b in v]
+    total = 0.0
+    for i in range(len(u)):
+        negatives = sum(math.exp(float(u[i] @ v[j]) / tau) for j in range(len(v)) if j != i)
+        total += -math.log(math.exp(float(u[i] @ v[i]) / tau) / negatives)
+    return total / len(u)
+
+
+def test_paper_eq5_matches_a_plain_loop_and_leaves_the_positive_out():
+    from magflow.aggregate.cmem import paper_eq5
+    g = torch.Generator().manual_seed(1)
+    z1, z2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    for tau in (0.2, 1.0):
+        assert abs(float(paper_eq5(z1, z2, tau)) - loop_paper_eq5(list(z1), list(z2), tau)) < 1e-5
+    # views that agree: Eq. 5 goes below 0 (no positive in the denominator), SimCLR's form cannot
+    close = z1 + 0.01 * torch.randn(6, 5, generator=g)
+    assert float(paper_eq5(z1, close, 0.2)) < 0 < float(nt_xent(z1, close, 0.2))
+    assert abs(float(paper_eq5(z1, close, 0.2)) - loop_paper_eq5(list(z1), list(close), 0.2)) < 1e-5
+
+
+def test_cmem_uses_the_configured_contrastive_loss():
+    from magflow.aggregate.cmem import contrastive_loss, paper_eq5
+    from magflow.aggregate.pretrain_mixer import build_objective
+    from magflow.aggregate.settings import MixerTrainConfig
+    from magflow.errors import ConfigError
+    assert contrastive_loss("paper-eq5") is paper_eq5 and contrastive_loss("simclr") is nt_xent
+    small = {"objective": "cmem", "width": 8, "depth": 1, "heads": 2, "projector_hidden": 8, "projector_dim": 4,
+             "batch_size": 2}
+    assert build_objective(MixerTrainConfig.from_dict(small), 4, 3).contrastive is paper_eq5  # the default
+    simclr = MixerTrainConfig.from_dict({**small, "contrastive_loss": "simclr"})
+    assert build_objective(simclr, 4, 3).contrastive is nt_xent
+    with pytest.raises(ConfigError, match="contrastive_loss"):
+        MixerTrainConfig.from_dict({**small, "contrastive_loss": "infonce"})

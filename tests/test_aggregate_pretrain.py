@@ -69,6 +69,7 @@ def test_resume_equals_an_uninterrupted_run(region_files, tmp_path, one_torch_th
                                torch.from_numpy(features), rtol=1e-5, atol=1e-5)
     card = json.loads((tmp_path / "split" / CARD).read_text())
     assert card["mixer"]["in_dim"] == 8 and card["regions"]["tokens"] == 189 and card["objective"] == "cmem"
+    assert card["pretraining_loss"] == "CMEM (paper-eq5)" and card["training"]["contrastive_loss"] == "paper-eq5"
 
     with pytest.raises(ConfigError, match="mask_ratio"):
         train_mixer(MixerTrainConfig.from_dict({**TINY, "mask_ratio": 0.25, "iterations": 9}), region_files,

@@ -74,7 +74,13 @@ def build_objective(config: MixerTrainConfig, in_dim: int, n_scales: int) -> MEM
     mixer = config.mixer(in_dim, n_scales)
     if config.objective == "mem":
         return MEM(mixer)
-    return CMEM(mixer, config.projector_hidden, config.projector_dim, config.tau, config.contrastive_weight)
+    return CMEM(mixer, config.projector_hidden, config.projector_dim, config.tau, config.contrastive_weight,
+                config.contrastive_loss)
+
+
+def mixer_loss_variant(objective: str, contrastive_loss: str) -> str:
+    """The pretraining loss a mixer's records name: "MEM", or "CMEM" with its contrastive loss."""
+    return "MEM" if objective == "mem" else f"CMEM ({contrastive_loss})"
 
 
 def param_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -221,6 +227,7 @@ def _model_card(config: MixerTrainConfig, model: MEM | CMEM, source: RegionSourc
         "model": f"mixed-magnification mixing encoder pretrained with {config.objective.upper()} (magflow)",
         "mixer": model.config.to_dict(),
         "objective": config.objective,
+        "pretraining_loss": mixer_loss_variant(config.objective, config.contrastive_loss),
         "regions": {"t": source.t, "target_mpps": first.target_mpps, "factors": list(source.factors),
                     "tokens": len(first.layout), "position": "top-left in finest-scale cells",
                     "files": [str(p) for p in source.paths], "count": len(source)},

@@ -15,6 +15,9 @@ from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION
 from magflow.sheet_lines import row_lines
 
 OBJECTIVES = ("mem", "cmem")
+CONTRASTIVE_LOSSES = ("paper-eq5", "simclr")   # magflow.aggregate.cmem: the paper's Eq. 5, or SimCLR's NT-Xent
+AGGREGATORS = ("paper-eq7", "projection")      # magflow.aggregate.abmil
+ATTENTIONS = ("tanh", "gated")
 PRECISIONS = ("auto", "bf16", "fp32")
 SELECT = ("val_loss", "last")
 PRETRAIN_KEY = "aggregate.pretrain"
@@ -79,6 +82,7 @@ class MixerTrainConfig:
     projector_dim: int = 256
     tau: float = 0.2
     contrastive_weight: float = 1.0
+    contrastive_loss: str = "paper-eq5"  # CMEM: the paper's Eq. 5 (positive not in the denominator) or "simclr"
     # optimisation
     batch_size: int = 256
     iterations: int = 10_000
@@ -109,8 +113,10 @@ class MixerTrainConfig:
              "decoder_width", f"must be null (the width) or a positive multiple of heads {self.heads}")
         need(0 < self.mask_ratio < 1, "mask_ratio", "must be in (0, 1) (the paper sweeps 0.25/0.5/0.75)")
         need(self.context >= 1, "context", "must be >= 1 (and >= t; the paper uses 3, 7 or 11)")
-        need(self.tau > 0, "tau", "must be > 0 (the NT-Xent temperature)")
+        need(self.tau > 0, "tau", "must be > 0 (the contrastive temperature)")
         need(self.contrastive_weight >= 0, "contrastive_weight", "must be >= 0")
+        need(self.contrastive_loss in CONTRASTIVE_LOSSES, "contrastive_loss",
+             f"must be one of {CONTRASTIVE_LOSSES} (the paper's Eq. 5, or SimCLR's symmetric NT-Xent)")
         need(self.batch_size >= 1, "batch_size", "must be >= 1")
         need(self.batch_size >= 2 or self.objective == "mem", "batch_size", "must be >= 2 for CMEM (NT-Xent)")
         need(self.iterations >= 1, "iterations", "must be >= 1")
