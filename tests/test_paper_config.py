@@ -133,7 +133,8 @@ def test_paper_sweeps_parse_with_the_workflows_parsers(paper):
             match_sampler(row, samplers.to_dict("records"), paper["samplers"], f"paper_runs.tsv, line {number}")
     run_names = list(Paramspace(runs[list(RUN_COLUMNS)], filename_params="*", single_wildcard="run")
                      .instance_patterns)
-    assert len(run_names) == len(set(run_names)) == 33 and sum(map(is_mad, rows)) == 3
+    assert len(run_names) == len(set(run_names)) == 36 and sum(map(is_mad, rows)) == 6
+    assert sorted(str(r["strategy"]) for r in rows if is_mad(r)) == ["dinov2_mad"] * 3 + ["mad"] * 3
     assert paper["aggregate"]["encoder"] in run_names
 
     mixers = read_tsv(paper["aggregate"]["runs"])
@@ -211,7 +212,7 @@ def test_dry_run_with_the_paper_overlay_plans_the_paper_sweep(tmp_path):
     assert result.returncode == 0, out[-3000:]
     jobs = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
     # 33 runs (30 sampling, 3 MAD); 6 mixers; AB-MIL: 6 mixers and the random one x 2 modes, 3 scales, all
-    expected = {"optimize_sampler": 18, "pretrain": 33, "pretrain_mixer": 6, "abmil": 18}
+    expected = {"optimize_sampler": 18, "pretrain": 36, "pretrain_mixer": 6, "abmil": 18}
     assert {name: jobs.get(name) for name in expected} == expected, out[-2500:]
     warnings = [line for line in out.splitlines() if line.startswith("Warning")]
     assert not warnings, warnings  # e.g. a tile set too small for the views the paper settings cut from it

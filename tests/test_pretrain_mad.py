@@ -216,3 +216,25 @@ def test_the_run_entry_point_trains_mad_and_refuses_bad_settings(store, tmp_path
     config["sampler"] = {"strategy": "cu"}
     (tmp_path / "both.yaml").write_text(yaml.safe_dump(config))
     assert main(["--config", str(tmp_path / "both.yaml"), "--no-progress", "--device", "cpu"]) == 2
+
+
+def test_the_dinov2_same_data_baseline_trains_dinov2_on_standalone_tiles_of_the_mad_set(store, tmp_path):
+    from magflow.pretrain.runs import is_mad, mad_settings
+
+    row = {"kernel": "NA", "strategy": "dinov2_mad", "lam": "NA", "mpp": "NA", "seed": 0}
+    assert is_mad(row) and not is_mad({**row, "strategy": "du"})
+    settings = mad_settings(row, {"standalone_p": 0.1, "children": 4})  # pretrain.mad as a user wrote it
+    mad = MadConfig.from_dict(settings)
+    assert (mad.strategy, mad.standalone_p, mad.ibot, mad.children) == ("dinov2_mad", 1.0, True, 4)
+    assert MadConfig.for_strategy("mad", {"standalone_p": 0.1}).standalone_p == 0.1
+    with pytest.raises(ConfigError, match="standalone_p: is 1.0 for strategy dinov2_mad"):
+        MadConfig(strategy="dinov2_mad", ibot=True)  # the baseline cannot keep MAD's transitions
+    steps = []
+    config = TrainConfig.from_dict({**TINY_MAD, "iterations": 3, "batch_size": 4})
+    train(config, [store], mad, tmp_path, progress=False, device="cpu", on_step=steps.append)
+    for step in steps:  # DINOv2 itself: no transition item, multi-crop views of every scale, iBOT on
+        assert len(step.batch["transition"]) == 0 and len(step.batch["standalone_row"]) == 4
+        assert step.losses["ibot"] > 0 and np.isfinite(step.losses["total"])
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert card["strategy"] == "dinov2_mad" and card["mad"]["standalone_p"] == 1.0 and card["mad"]["ibot"] is True
+    assert "same-data baseline" in card["model"]

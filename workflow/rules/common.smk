@@ -19,7 +19,7 @@ from magflow.evaluate.settings import EvalSettings
 from magflow.pretrain.train_config import TrainConfig, check_run_columns
 from magflow.pretrain.mad_config import check_mad_runs
 from magflow.preemption import ignore_warning_signal
-from magflow.pretrain.runs import RUN_COLUMNS, check_runs, is_mad, match_sampler
+from magflow.pretrain.runs import RUN_COLUMNS, check_runs, is_mad, mad_settings, match_sampler
 from magflow.report.names import FIGURES, TABLES
 from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
 from magflow.sheet import read_sheet
@@ -153,8 +153,9 @@ _RUN_SAMPLERS = {
     for line, pattern, row in zip(_run_lines, RUN_SPACE.instance_patterns, _runs.to_dict("records"))
     if not is_mad(row)
 }
-# strategy `mad` rows: magnification-aware distillation on the pretrain.mad tile set, no sampler
-_MAD_RUNS = {p for p, row in zip(RUN_SPACE.instance_patterns, _runs.to_dict("records")) if is_mad(row)}
+# strategy `mad` rows (magnification-aware distillation) and `dinov2_mad` rows (its DINOv2-on-the-same-data
+# baseline): the pretrain.mad tile set, no sampler
+_MAD_RUNS = {p: row for p, row in zip(RUN_SPACE.instance_patterns, _runs.to_dict("records")) if is_mad(row)}
 MAD_SETTINGS = dict(PRETRAIN.get("mad") or {})
 MAD_TILESET = MAD_SETTINGS.pop("tileset", "mad")
 MAD_TRAIN = {**PRETRAIN["train"], **MAD_SETTINGS.pop("train", {})}  # whole keys of pretrain.train replaced
@@ -171,8 +172,8 @@ def run_sampler(wildcards):
 
 
 def run_mad(wildcards):
-    """The MAD settings of a `mad` run (MadConfig fields), None for a run with a sampler."""
-    return MAD_SETTINGS if wildcards.run in _MAD_RUNS else None
+    """The MadConfig fields of a `mad` or `dinov2_mad` run, None for a run with a sampler."""
+    return mad_settings(_MAD_RUNS[wildcards.run], MAD_SETTINGS) if wildcards.run in _MAD_RUNS else None
 
 
 def run_train(wildcards):

@@ -76,6 +76,7 @@ class MadStrategy:
 
     def __init__(self, config: TrainConfig, stores: Sequence[str | os.PathLike[str]], mad: MadConfig) -> None:
         self.config, self.mad = config, mad
+        self.name = mad.strategy
         self.uses_ibot = mad.ibot
         self.views_config = ViewConfig(config.global_size, config.local_size, config.n_local_crops)
         self.source = MadSource(stores, mad)
@@ -108,8 +109,10 @@ class MadStrategy:
     def card(self) -> dict[str, Any]:
         config, summary = self.config, self.source.summary()
         settings = {**dataclasses.asdict(self.mad), "transition_probabilities": self.mad.probabilities()}
-        return {"model": "teacher backbone pretrained with magnification-aware distillation, MAD (magflow)",
-                "strategy": STRATEGY, "mad": settings,
+        model = ("teacher backbone pretrained with magnification-aware distillation, MAD (magflow)"
+                 if self.mad.strategy == STRATEGY else "teacher backbone pretrained with DINOv2 on the MAD tile set "
+                 "(standalone tiles of every scale, DINO + iBOT + KoLeo): the MAD paper's same-data baseline")
+        return {"model": model, "strategy": self.mad.strategy, "mad": settings,
                 "data": {"stores": self.source.stores, **summary},
                 "views": {"global_size": config.global_size, "children": self.mad.children,
                           "children_size": config.global_size, "local_size": config.local_size,

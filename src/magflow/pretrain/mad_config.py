@@ -17,6 +17,11 @@ from magflow.errors import ConfigError
 from magflow.pretrain.train_config import TrainConfig
 
 KEY = "pretrain.mad"
+# The runs sheet's strategies that train on the MAD tile set without a sampler, and what each sets on top of
+# pretrain.mad: ``dinov2_mad`` is the MAD paper's baseline, DINOv2 trained on the same data — every item a
+# standalone tile of a uniformly drawn scale with DINOv2's multi-crop views and DINOv2's full objective
+# (DINO + iBOT + KoLeo), on MAD's backbone, batch and schedule.
+MAD_STRATEGIES: dict[str, dict[str, Any]] = {"mad": {}, "dinov2_mad": {"standalone_p": 1.0, "ibot": True}}
 
 
 @dataclass(frozen=True)
@@ -27,9 +32,16 @@ class MadConfig:
     standalone_p: float = 0.1     # chance that an item is one standalone tile with DINOv2 multi-crop views
     children: int = 4             # aligned children per item, the student's local views
     ibot: bool = False            # iBOT on MAD's global views (the paper: DINO cross-entropy only)
+    strategy: str = "mad"         # set from the runs sheet: mad, or dinov2_mad (the DINOv2-on-the-same-data baseline)
 
     def __post_init__(self) -> None:
         check_field_types(self, KEY)
+        if self.strategy not in MAD_STRATEGIES:
+            raise SettingError(KEY, "strategy", f"must be one of {', '.join(MAD_STRATEGIES)}, got {self.strategy!r}")
+        for key, value in MAD_STRATEGIES[self.strategy].items():
+            if getattr(self, key) != value:
+                raise SettingError(KEY, key, f"is {value} for strategy {self.strategy} (got {getattr(self, key)}); "
+                                   "the runs sheet's strategy sets it")
         weights = self.transition_weights
         if not weights or any(not (math.isfinite(w) and w >= 0) for w in weights) or sum(weights) <= 0:
             raise SettingError(KEY, "transition_weights", "one weight >= 0 per transition (coarsest first, e.g. "
@@ -66,6 +78,15 @@ class MadConfig:
             raise ConfigError(f"{train_key('local_size')}: {train.local_size} px is more than global_size "
                               f"{train.global_size}; MAD's standalone locals are windows of the global view")
         return self
+
+    @classmethod
+    def for_strategy(cls, strategy: str, values: Mapping[str, Any]) -> MadConfig:
+        """The settings of a run whose runs-sheet strategy is ``strategy``: ``values`` (pretrain.mad) with
+        what the strategy fixes on top (:data:`MAD_STRATEGIES`)."""
+        if strategy not in MAD_STRATEGIES:
+            raise ConfigError(f"strategy {strategy!r} is not one of the MAD tile set's strategies "
+                              f"({', '.join(MAD_STRATEGIES)})")
+        return cls.from_dict({**values, **MAD_STRATEGIES[strategy], "strategy": strategy})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MadConfig:

@@ -1,7 +1,8 @@
 """The pretraining sweep: rows of (kernel, strategy, lam, mpp, seed), each tied to a sampler of the sampler sweep.
 
-A row with strategy ``mad`` trains by magnification-aware distillation instead: it draws no mpps, so
-it needs no sampler, and its kernel, lam and mpp are NA.
+A row with strategy ``mad`` trains by magnification-aware distillation instead, and one with ``dinov2_mad``
+trains the MAD paper's baseline, DINOv2 on the same MAD tile set: they draw no mpps, so they need no
+sampler, and their kernel, lam and mpp are NA.
 """
 
 from __future__ import annotations
@@ -10,16 +11,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from magflow.errors import ConfigError
+from magflow.pretrain.mad_config import MAD_STRATEGIES
 from magflow.sampling.sweep import SWEEP_COLUMNS, sampler_config
 from magflow.sheet_lines import row_lines
 
 RUN_COLUMNS = (*SWEEP_COLUMNS, "seed")
-MAD_STRATEGY = "mad"
 NA = ("", "NA", "<NA>", "nan", "NaN", "None")  # an empty cell as pandas or Paramspace show it
 
 
 def is_mad(run: Mapping[str, Any]) -> bool:
-    return str(run["strategy"]) == MAD_STRATEGY
+    """A run on the MAD tile set without a sampler: ``mad``, or its DINOv2-on-the-same-data baseline ``dinov2_mad``."""
+    return str(run["strategy"]) in MAD_STRATEGIES
+
+
+def mad_settings(run: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The MadConfig fields of a MAD-tile-set run: ``settings`` (pretrain.mad, without its tileset and train
+    keys) with what the run's strategy fixes on top (:data:`magflow.pretrain.mad_config.MAD_STRATEGIES`)."""
+    strategy = str(run["strategy"])
+    return {**settings, **MAD_STRATEGIES[strategy], "strategy": strategy}
 
 
 def match_sampler(run: Mapping[str, Any], samplers: Sequence[Mapping[str, Any]], settings: Mapping[str, Any],
