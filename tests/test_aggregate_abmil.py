@@ -124,7 +124,7 @@ def test_layer_wise_lr_decay():
     for name, expected in [("encoder.patch_embed.weight", 0.75 ** 3), ("encoder.pos.pos_col", 0.75 ** 3),
                            ("encoder.blocks.0.attn.qkv.weight", 0.75 ** 2),
                            ("encoder.blocks.1.mlp.fc2.weight", 0.75), ("encoder.norm.weight", 1.0),
-                           ("head.classifier.weight", 1.0), ("head.attention.score.weight", 1.0)]:
+                           ("head.classifier.weight", 1.0), ("head.attention.w.weight", 1.0)]:
         assert math.isclose(lr_of[name], 1e-5 * expected), name
     assert wd_of["encoder.blocks.0.attn.qkv.weight"] == 0.05 and wd_of["head.classifier.weight"] == 0.05
     assert wd_of["encoder.norm.weight"] == 0 and wd_of["encoder.cls_token"] == 0 and wd_of["encoder.pos.pos_row"] == 0
@@ -201,11 +201,12 @@ def test_seeds_table_and_records(tmp_path):
     ok = {"method": "ABMIL all×", "task": "tumour", "status": "ok", "reason": "",
           "auroc": {"mean": 0.9123, "std": 0.0131, "n": 2}, "per_seed": [{"seed": 0}, {"seed": 1}]}
     records = [ok, record, skipped]
-    assert auroc_rows(records) == [{"method": "ABMIL all×", "tumour": "0.912 ± 0.013", "grade": ""},
-                                   {"method": "ABMIL 10×", "tumour": "n/a", "grade": ""},
-                                   {"method": "MEM r=0.5", "tumour": "", "grade": "n/a"}]
+    assert auroc_rows(records) == [
+        {"method": "ABMIL all×", "tumour": "0.912 ± 0.013", "grade": "", "Average": "0.912 (1/2 tasks)"},
+        {"method": "ABMIL 10×", "tumour": "n/a", "grade": "", "Average": "n/a"},
+        {"method": "MEM r=0.5", "tumour": "", "grade": "n/a", "Average": "n/a"}]
     write_auroc_table(records, tmp_path / "auroc.tsv", tmp_path / "auroc.html")
-    assert (tmp_path / "auroc.tsv").read_text().splitlines()[1] == "ABMIL all×\t0.912 ± 0.013\t"
+    assert (tmp_path / "auroc.tsv").read_text().splitlines()[1] == "ABMIL all×\t0.912 ± 0.013\t\t0.912 (1/2 tasks)"
     html = (tmp_path / "auroc.html").read_text()
     assert "0.912 ± 0.013" in html and "abmil splits" in html
 

@@ -52,6 +52,7 @@ SAME_AT_BOTH_SCALES = [
     "evaluate.protocol", "evaluate.rankme.*",       # named protocol and RankMe definition, chosen per study
     "benchmarks",                                   # the user's benchmark folders, none by default
     "aggregate.tileset", "aggregate.encoder", "aggregate.t", "aggregate.modes",
+    "aggregate.tasks",                              # the sheet's label columns are the user's: [label] by default
     "resources.tissue_mask.*", "resources.extract_tiles.*", "resources.region_embed.runtime",  # per-slide jobs
 ]
 
@@ -144,7 +145,10 @@ def test_paper_sweeps_parse_with_the_workflows_parsers(paper):
     for row in typed.values():
         assert MixerTrainConfig.from_dict({**paper["aggregate"]["pretrain"], **row}).width == 1536
     mil = MILConfig.from_dict(paper["aggregate"]["abmil"])
-    assert (mil.hidden_dim, mil.attn_dim, len(mil.seeds)) == (256, 128, 5)
+    # the paper's aggregator: Eq. 7 over the encoder outputs, attention hidden size 16, 32 groups per batch
+    assert (mil.aggregator, mil.projection_dim, mil.attn_dim, mil.groups_per_batch, len(mil.seeds)) == \
+        ("paper-eq7", None, 16, 32, 5)
+    assert MixerTrainConfig.from_dict(paper["aggregate"]["pretrain"]).contrastive_loss == "paper-eq5"
     EvalSettings.from_config(paper["evaluate"])
     external_models(paper["embed"]["external"])
 
@@ -211,8 +215,9 @@ def test_dry_run_with_the_paper_overlay_plans_the_paper_sweep(tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     jobs = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
-    # 33 runs (30 sampling, 3 MAD); 6 mixers; AB-MIL: 6 mixers and the random one x 2 modes, 3 scales, all
-    expected = {"optimize_sampler": 18, "pretrain": 36, "pretrain_mixer": 6, "abmil": 18}
+    # 33 runs (30 sampling, 3 MAD); 6 mixers; AB-MIL: 6 mixers x 2 modes, the random mixer on each of 3 scales
+    # and on all x 2 modes, 3 scales and all on tiles
+    expected = {"optimize_sampler": 18, "pretrain": 36, "pretrain_mixer": 6, "abmil": 24}
     assert {name: jobs.get(name) for name in expected} == expected, out[-2500:]
     warnings = [line for line in out.splitlines() if line.startswith("Warning")]
     assert not warnings, warnings  # e.g. a tile set too small for the views the paper settings cut from it

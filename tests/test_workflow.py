@@ -142,7 +142,8 @@ def test_rerun_without_the_bad_slide_completes_with_summary_and_report(finished_
     mixer = root / "results" / "mixers" / model.name / "objective~cmem_mask_ratio~0.5_context~1"
     assert json.loads((mixer / "model_card.json").read_text())["training"]["iterations"] == 4
     auroc = (root / "results" / "report" / "abmil_auroc.tsv").read_text()
-    for row in ("CMEM r=0.5 c=1 (cls)", "random mixer (cls)", "ABMIL 5× (2 mpp)", "ABMIL 20× (0.5 mpp)", "ABMIL all×"):
+    for row in ("CMEM r=0.5 c=1 (cls)", "Random 5× (cls)", "Random all× (cls)", "ABMIL 5× (2 mpp)",
+                "ABMIL 20× (0.5 mpp)", "ABMIL all×"):
         assert row in auroc and row in index, row
     report = run(["-s", str(REPO / "Snakefile"), "--report", "report.html"], root)
     assert report.returncode == 0, report.stderr[-3000:]
@@ -157,11 +158,11 @@ def test_dry_run_of_the_default_config_plans_every_job(tmp_path):
     out = result.stdout + result.stderr
     jobs = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
     # 5 slides; 4 tile sets; 4 runs (du, cu, cu_minmax, mad), each embedded with its {run}~init control, which
-    # is evaluated on RankMe, probes and the robustness index only; 2 mixers; 10 AB-MIL methods: 2 mixers x 2 modes, the random
-    # mixer x 2 modes, 3 single scales and all scales
+    # is evaluated on RankMe, probes and the robustness index only; 2 mixers; 16 AB-MIL methods: 2 mixers x 2 modes, the random
+    # mixer on each of 3 scales and on all x 2 modes, 3 single scales and all scales
     expected = {"phantom": 5, "tissue_mask": 5, "slide_qc_table": 1, "extract_tiles": 20, "tile_manifest": 4,
                 "optimize_sampler": 12, "pretrain": 4, "embed": 8, "evaluation_figures": 4, "rankme_comparison": 1,
-                "report_index": 1, "region_embed": 5, "pretrain_mixer": 2, "abmil": 10, "abmil_table": 1}
+                "report_index": 1, "region_embed": 5, "pretrain_mixer": 2, "abmil": 16, "abmil_table": 1}
     expected.update({f"evaluate_{metric}": 4 for metric in ("cross_mpp", "clustering", "centroids", "consistency",
                                                             "segmentation")})
     expected.update(evaluate_rankme=8, evaluate_probes=8, evaluate_robustness=8)

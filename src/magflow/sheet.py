@@ -1,12 +1,14 @@
 """The slide sheet: one row per slide (slide_id, path, mpp?, split, group?, label?, annotation?,
-brightfield_check?)."""
+brightfield_check?), plus any extra label columns the caller names (the AB-MIL tasks of
+``aggregate.tasks``), kept as strings in ``SlideEntry.extra``; any other column is refused."""
 
 from __future__ import annotations
 
 import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from magflow.errors import ConfigError
@@ -29,9 +31,20 @@ class SlideEntry:
     label: str | None = None
     annotation: str | None = None
     brightfield_check: bool = True  # False: accept a slide that does not look like a brightfield scan
+    extra: Mapping[str, str | None] = field(default_factory=dict, hash=False)  # the extra columns asked for (None: empty)
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The standard columns (``extra`` left out)."""
+        values = asdict(self)
+        values.pop("extra")
+        return values
+
+    def value(self, column: str) -> str | None:
+        """A label column's value: a standard one (e.g. ``label``) or an extra one; None when empty."""
+        if column in self.extra:
+            return self.extra[column]
+        value = getattr(self, column, None) if column in OPTIONAL else None
+        return None if value is None else str(value)
 
 
 def _mpp(value: str, where: str) -> float | None:
@@ -54,10 +67,12 @@ def _switch(value: str, where: str) -> bool:
     return SWITCH[value.strip().lower()]
 
 
-def read_sheet(path: str | os.PathLike[str]) -> list[SlideEntry]:
+def read_sheet(path: str | os.PathLike[str], extra_columns: Iterable[str] = ()) -> list[SlideEntry]:
     """Read and check a tab-separated slide sheet; every error names the file, the line (as an editor shows
-    it: ``#`` comment and blank lines are skipped but counted) and the column."""
+    it: ``#`` comment and blank lines are skipped but counted) and the column. ``extra_columns`` are
+    further columns to accept and keep (e.g. task labels); present or not, they are allowed."""
     path = Path(path)
+    extras = [c for c in dict.fromkeys(str(c) for c in extra_columns) if c not in REQUIRED + OPTIONAL]
     if not path.is_file():
         raise ConfigError(f"slide sheet '{path}' not found: set `slides` in the config to a TSV file "
                           f"with columns {', '.join(REQUIRED + OPTIONAL)}")
@@ -65,10 +80,11 @@ def read_sheet(path: str | os.PathLike[str]) -> list[SlideEntry]:
         reader = NumberedRows(handle)
         columns = reader.fieldnames
         missing = [c for c in REQUIRED if c not in columns]
-        unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
+        unknown = [c for c in columns if c not in REQUIRED + OPTIONAL + tuple(extras)]
         if missing or unknown:
             raise ConfigError(f"slide sheet '{path}': missing columns {missing}, unknown columns {unknown}; "
-                              f"allowed: {', '.join(REQUIRED + OPTIONAL)} (tab-separated)")
+                              f"allowed: {', '.join(REQUIRED + OPTIONAL + tuple(extras))} (tab-separated; a "
+                              "further label column is allowed once aggregate.tasks names it)")
         entries: list[SlideEntry] = []
         for line, row in reader:
             where = f"slide sheet '{path}', line {line}"
@@ -87,6 +103,7 @@ def read_sheet(path: str | os.PathLike[str]) -> list[SlideEntry]:
                 group=values.get("group") or None, label=values.get("label") or None,
                 annotation=values.get("annotation") or None,
                 brightfield_check=_switch(values.get("brightfield_check", ""), where),
+                extra={c: values.get(c) or None for c in extras if c in columns},
             ))
     ids = [e.slide_id for e in entries]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})

@@ -1,5 +1,6 @@
 # Mixed-magnification region aggregation: regions of frozen tile embeddings (one job per slide), mixing
-# encoders pretrained with MEM / CMEM (one job per row of aggregate.runs), AB-MIL per method, one table.
+# encoders pretrained with MEM / CMEM (one job per row of aggregate.runs), AB-MIL per method (one job computes
+# every task of aggregate.tasks, one record per task), one table and the design-decision figure.
 
 
 rule region_embed:
@@ -46,10 +47,10 @@ rule abmil:
     input:
         unpack(abmil_inputs),
     output:
-        record="results/abmil/{model}/{method}.json",
+        records=expand("results/abmil/{{model}}/{{method}}/{task}.json", task=AGG_TASKS),
     params:
         method=lambda wildcards: SLIDE_METHODS[wildcards.method],
-        labels={s: sheet_label(s) for s in SLIDE_IDS},
+        tasks={task: task_labels(task) for task in AGG_TASKS},
         groups=EVAL_CONTEXT["groups"],
         sheet_splits=abmil_sheet_splits(),
         mil=AGGREGATE["abmil"],
@@ -66,12 +67,18 @@ rule abmil:
 
 rule abmil_table:
     input:
-        records=expand("results/abmil/{model}/{method}.json", model=AGG_ENCODER, method=list(SLIDE_METHODS)),
+        records=expand("results/abmil/{model}/{method}/{task}.json", model=AGG_ENCODER, method=list(SLIDE_METHODS),
+                       task=AGG_TASKS),
     output:
         tsv="results/report/abmil_auroc.tsv",
         html=report(
             "results/report/abmil_auroc.html",
             caption="../report/abmil_auroc.rst",
+            category="5. Slide level",
+        ),
+        design=report(
+            "results/report/abmil_design.png",
+            caption="../report/abmil_design.rst",
             category="5. Slide level",
         ),
     resources:

@@ -11,7 +11,7 @@ from magflow.embed.external import external_models
 from magflow.embed.labels import sidecar_path
 from magflow.aggregate.methods import MIXER_COLUMNS, check_mixer_runs, slide_methods
 from magflow.benchmark.config import benchmark_specs
-from magflow.aggregate.settings import MILConfig, aggregation_wanted, check_mixer_sweep
+from magflow.aggregate.settings import MILConfig, aggregation_wanted, check_mixer_sweep, check_tasks
 from magflow.config import requested_targets
 from magflow.errors import ConfigError
 from magflow.evaluate.families import METRIC_NAMES
@@ -44,7 +44,7 @@ onstart:
 ignore_warning_signal()
 
 
-SLIDE_ENTRIES = read_sheet(config["slides"])
+SLIDE_ENTRIES = read_sheet(config["slides"], extra_columns=config.get("aggregate", {}).get("tasks") or ())  # task columns
 SLIDES = pd.DataFrame([entry.as_dict() for entry in SLIDE_ENTRIES]).set_index("slide_id", drop=False)
 validate(SLIDES.astype(object).where(SLIDES.notna(), None), "../schemas/slides.schema.yaml")
 SLIDE_IDS = list(SLIDES.index)
@@ -371,6 +371,7 @@ AGGREGATE = config["aggregate"]
 AGG_ENCODER = AGGREGATE["encoder"] if aggregation_wanted(AGGREGATE["encoder"], requested_targets(sys.argv)) else None
 MIXER_RUNS = {}
 SLIDE_METHODS = {}
+AGG_TASKS = []
 if AGG_ENCODER is not None:
     if AGG_ENCODER not in EMBED_MODELS:
         raise ConfigError(f"aggregate.encoder: '{AGG_ENCODER}' is neither a pretraining run nor an embed.external "
@@ -394,15 +395,17 @@ if AGG_ENCODER is not None:
                       lines=_mixer_lines)
     MILConfig.from_config(AGGREGATE["abmil"])
     SLIDE_METHODS = slide_methods(MIXER_RUNS, AGGREGATE["modes"], AGG_SCALES)
+    AGG_TASKS = check_tasks(AGGREGATE["tasks"], {e.slide_id: e for e in SLIDE_ENTRIES}, config["slides"])
 
 
-def sheet_label(slide_id):
-    label = slide_entry(slide_id)["label"]
-    return None if pd.isna(label) else str(label)
+def task_labels(task):
+    """A task's labels from its slide sheet column: slide -> value (None: not in the task)."""
+    return {e.slide_id: e.value(task) for e in SLIDE_ENTRIES}
 
 
 def labelled_slides():
-    return [s for s in SLIDE_IDS if sheet_label(s) is not None]
+    """Slides with a value in any task's column."""
+    return [e.slide_id for e in SLIDE_ENTRIES if any(e.value(task) is not None for task in AGG_TASKS)]
 
 
 def region_files(slide_ids=None):
@@ -440,4 +443,4 @@ def aggregate_targets():
     if AGG_ENCODER is None:
         return []
     return (expand("results/mixers/{model}/{mixer}/model_card.json", model=AGG_ENCODER, mixer=list(MIXER_RUNS))
-            + ["results/report/abmil_auroc.html"])
+            + ["results/report/abmil_auroc.html", "results/report/abmil_design.png"])

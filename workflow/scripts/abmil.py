@@ -1,15 +1,16 @@
 from pathlib import Path
 
-from magflow.aggregate.abmil_step import run_abmil_method
+from magflow.aggregate.abmil_step import run_abmil_tasks
 from magflow.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 method = snakemake.params.method
-run_abmil_method(
+tasks = snakemake.params.tasks
+run_abmil_tasks(
     method,
     snakemake.input.regions,
-    snakemake.params.labels,
-    snakemake.output.record,
+    tasks,
+    dict(zip(tasks, snakemake.output.records)),
     mil=snakemake.params.mil,
     groups=snakemake.params.groups,
     sheet_splits=snakemake.params.sheet_splits,

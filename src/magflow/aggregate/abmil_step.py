@@ -1,8 +1,15 @@
-"""The `abmil` step: one method (a row of the AUROC table) on the slide-label task, over every seed.
+"""The `abmil` step: one method (a row of the AUROC table) on every task (its columns), over every seed.
 
-The slides are the region files of one encoder; their labels, groups and splits come from the slide
-sheet. Each seed builds a fresh model: a pretrained mixing encoder loaded again (training fine-tunes
-it in place), a random one drawn from the seed, or none for the tile baselines.
+A task is a column of the slide sheet (``aggregate.tasks``, default ``[label]``); its values are the
+slide labels (strings; sorted to class indices), and slides without a value are left out of that task
+only. One job computes every task of its method, so the region files are read and the method's
+settings resolved once; each task gets its own record (``results/abmil/{model}/{method}/{task}.json``).
+
+The slides are the region files of one encoder; their groups and splits come from the slide sheet.
+Each seed builds a fresh model: a pretrained mixing encoder loaded again (training fine-tunes it in
+place), a random one drawn from the seed (on one magnification's tokens, or all), or none for the tile
+baselines. Every record names the method's kind and mode, its mixer and the mixer's pretraining loss,
+the aggregator, the tasks, the seeds and the splits.
 """
 
 from __future__ import annotations
@@ -20,14 +27,14 @@ import torch
 from magflow.aggregate.bags import load_slides
 from magflow.aggregate.methods import SlideMethod
 from magflow.aggregate.mixer import MixingEncoder
-from magflow.aggregate.pretrain_mixer import MixerTrainConfig, load_mixer
+from magflow.aggregate.pretrain_mixer import CARD, MixerTrainConfig, load_mixer, mixer_loss_variant
 from magflow.aggregate.slide_eval import MILConfig
 from magflow.aggregate.slide_model import SlideModel, build_slide_model
 from magflow.aggregate.slide_record import run_abmil
 from magflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
-TASK = "slide label"
+TASK = "label"  # the default task: the slide sheet's label column
 
 
 def _region_scales(path: str | os.PathLike[str]) -> tuple[list[float], int]:
@@ -37,33 +44,62 @@ def _region_scales(path: str | os.PathLike[str]) -> tuple[list[float], int]:
         return [float(m) for m in mpps], int(regions.attrs["feature_dim"])
 
 
-def class_labels(labels: Mapping[str, str | None]) -> tuple[dict[str, int], list[str]]:
+def _slide_id(path: str | os.PathLike[str]) -> str:
+    with h5py.File(path, "r") as regions:
+        return str(regions.attrs["slide_id"])
+
+
+def class_labels(labels: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
     """Sheet labels (strings) to class indices in sorted order; slides without a label are not in the task."""
-    names = sorted({str(v) for v in labels.values() if v is not None and str(v) != ""})
+    given = {s: str(v) for s, v in labels.items() if v is not None and str(v).strip() not in ("", "nan")}
+    names = sorted(set(given.values()))
     index = {name: i for i, name in enumerate(names)}
-    return {s: index[str(v)] for s, v in labels.items() if v is not None and str(v) != ""}, names
+    return {s: index[v] for s, v in given.items()}, names
 
 
-def run_abmil_method(method: SlideMethod, region_files: Sequence[str | os.PathLike[str]],
-                     labels: Mapping[str, str | None], out: str | os.PathLike[str], *,
-                     mil: Mapping[str, Any], groups: Mapping[str, str | None] | None = None,
-                     sheet_splits: Mapping[str, str] | None = None, mixer_dir: str | os.PathLike[str] | None = None,
-                     mixer_train: Mapping[str, Any] | None = None, run_config: Mapping[str, Any] | None = None,
-                     device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Evaluate ``method`` and write its record (see :mod:`magflow.aggregate.slide_record`) to ``out``."""
+def mixer_description(method: SlideMethod, mixer_dir: str | os.PathLike[str] | None,
+                      mixer_train: Mapping[str, Any] | None, mpps: Sequence[float]) -> dict[str, Any]:
+    """What a record says of the method's mixer: kind, scales seen, objective and pretraining loss."""
+    if method.kind == "tiles":
+        return {"kind": "none", "pretraining_loss": None, "scales": list(method.scales)}
+    seen = list(method.scales) if method.scales else list(mpps)
+    if method.kind == "random":
+        train = MixerTrainConfig.from_dict(dict(mixer_train or {}))
+        return {"kind": "random", "pretraining_loss": "none (random init)", "objective": None, "scales": seen,
+                "width": train.width, "depth": train.depth}
+    card = json.loads((Path(str(mixer_dir)) / CARD).read_text())
+    training = card.get("training", {})
+    objective = str(card.get("objective", training.get("objective")))
+    # cards written before the loss was an option were trained with SimCLR's NT-Xent, the only form then
+    loss = card.get("pretraining_loss") or mixer_loss_variant(objective, training.get("contrastive_loss", "simclr"))
+    return {"kind": "pretrained", "pretraining_loss": loss, "objective": objective, "scales": seen,
+            "mask_ratio": training.get("mask_ratio"), "context": training.get("context"), "dir": str(mixer_dir)}
+
+
+def run_abmil_tasks(method: SlideMethod, region_files: Sequence[str | os.PathLike[str]],
+                    tasks: Mapping[str, Mapping[str, Any]], outs: Mapping[str, str | os.PathLike[str]], *,
+                    mil: Mapping[str, Any], groups: Mapping[str, str | None] | None = None,
+                    sheet_splits: Mapping[str, str] | None = None, mixer_dir: str | os.PathLike[str] | None = None,
+                    mixer_train: Mapping[str, Any] | None = None, run_config: Mapping[str, Any] | None = None,
+                    device: str | torch.device = "cpu") -> dict[str, dict[str, Any]]:
+    """Evaluate ``method`` on each task (sheet column → {slide: label}); write each task's record to ``outs[task]``."""
     config = MILConfig.from_dict(dict(mil))
-    task_labels, class_names = class_labels(labels)
-    files = []
-    for path in region_files:
-        with h5py.File(path, "r") as regions:
-            if str(regions.attrs["slide_id"]) in task_labels:
-                files.append(path)
-    if not files:
-        raise ConfigError(f"abmil: none of the {len(region_files)} slides has a label; fill the sheet's `label` column")
-    slides, left_out = load_slides(files, task_labels, groups)
-    mpps, feature_dim = _region_scales(files[0])
+    if not tasks:
+        raise ConfigError("aggregate.tasks is empty; name at least one slide sheet column (e.g. [label])")
+    missing_out = [t for t in tasks if t not in outs]
+    if missing_out:
+        raise ValueError(f"abmil: no output path for task(s) {missing_out}")
+    if not region_files:
+        raise ConfigError(f"abmil method {method.id}: no region files given")
+    mpps, feature_dim = _region_scales(region_files[0])
+    missing = [m for m in method.scales if m not in mpps]
+    if missing:
+        raise ConfigError(f"abmil method {method.id}: scales {missing} are not in the region files ({mpps})")
+    scale_ids = [mpps.index(m) for m in method.scales] if method.scales else None
+    mixer = mixer_description(method, mixer_dir, mixer_train, mpps)
+    ids = {path: _slide_id(path) for path in region_files}
 
-    def build() -> SlideModel:
+    def build(n_classes: int) -> SlideModel:
         encoder: MixingEncoder | None = None
         if method.kind == "mixer":
             if mixer_dir is None:
@@ -73,19 +109,35 @@ def run_abmil_method(method: SlideMethod, region_files: Sequence[str | os.PathLi
             # evaluate_seeds seeds torch before each build: a different random mixer per seed, reproducibly
             train = MixerTrainConfig.from_dict(dict(mixer_train or {}))
             encoder = MixingEncoder(train.mixer(feature_dim, len(mpps))).eval()
-        scale_ids = [mpps.index(m) for m in method.scales] if method.kind == "tiles" else None
-        return build_slide_model(method.mode, len(class_names), encoder=encoder, token_dim=feature_dim,
-                                 scales=scale_ids, hidden_dim=config.hidden_dim, attn_dim=config.attn_dim,
-                                 dropout=config.dropout)
+        return build_slide_model(method.mode, n_classes, encoder=encoder, token_dim=feature_dim, scales=scale_ids,
+                                 hidden_dim=config.projection_dim, attn_dim=config.attn_dim, dropout=config.dropout,
+                                 attention=config.attention)
 
-    missing = [m for m in method.scales if m not in mpps]
-    if missing:
-        raise ConfigError(f"abmil method {method.id}: scales {missing} are not in the region files ({mpps})")
-    log.info("abmil %s: %d slides, classes %s", method.label, len(slides), class_names)
-    record = run_abmil(method.label, TASK, slides, build, config, out, n_classes=len(class_names),
-                       sheet_splits=sheet_splits, left_out=left_out, run_config=run_config, device=device)
-    log.info("abmil %s: AUROC %s", method.label, record["auroc"])
-    return record
+    records = {}
+    for task, labels in tasks.items():
+        task_labels, class_names = class_labels(labels)
+        files = [path for path in region_files if ids[path] in task_labels]
+        if not files:
+            raise ConfigError(f"abmil task {task!r}: none of the {len(region_files)} slides has a value in the slide "
+                              f"sheet's `{task}` column; fill it or remove {task!r} from aggregate.tasks")
+        slides, left_out = load_slides(files, task_labels, groups)
+        unlabelled = sorted(set(ids.values()) - set(task_labels))
+        left_out.update({s: f"no value in the sheet's `{task}` column" for s in unlabelled})
+        log.info("abmil %s, task %s: %d slides, classes %s", method.label, task, len(slides), class_names)
+        extra = {"method_id": method.id, "kind": method.kind, "mode": method.mode, "mixer": mixer,
+                 "pretraining_loss": mixer["pretraining_loss"], "tasks": list(tasks), "classes": class_names}
+        records[task] = run_abmil(method.label, task, slides, lambda n=len(class_names): build(n), config,
+                                  outs[task], n_classes=len(class_names), sheet_splits=sheet_splits,
+                                  left_out=left_out, run_config=run_config, extra=extra, device=device)
+        log.info("abmil %s, task %s: AUROC %s", method.label, task, records[task]["auroc"])
+    return records
+
+
+def run_abmil_method(method: SlideMethod, region_files: Sequence[str | os.PathLike[str]],
+                     labels: Mapping[str, str | None], out: str | os.PathLike[str], *, task: str = TASK,
+                     **kwargs: Any) -> dict[str, Any]:
+    """One task (``labels``: slide → label) of :func:`run_abmil_tasks`, its record written to ``out``."""
+    return run_abmil_tasks(method, region_files, {task: labels}, {task: out}, **kwargs)[task]
 
 
 def write_table(records: Sequence[str | os.PathLike[str]], tsv: str | os.PathLike[str],

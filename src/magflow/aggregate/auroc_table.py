@@ -1,6 +1,8 @@
 """The slide-level AUROC table in the layout of the paper's Tables 1–2: rows are methods, columns tasks.
 
-A cell is "mean ± std" over seeds (sample std). A cell where some seeds had no defined AUROC says
+A cell is "mean ± std" over seeds (sample std). The last column, Average, is the mean over the
+row's tasks of their mean AUROC; when some task has none it averages the others and says how many,
+e.g. "0.812 (1/2 tasks)". A cell where some seeds had no defined AUROC says
 how many counted, e.g. "0.912 ± 0.013 (4/5 seeds)"; a cell with none is "n/a". Every reason (a
 skipped record, an undefined seed) is listed in a second table below.
 """
@@ -17,6 +19,7 @@ from magflow.report.html import page, table
 from magflow.report.tables import mean_std
 
 NOT_COMPUTED = "n/a"
+AVERAGE = "Average"
 
 
 def auroc_cell(record: Mapping[str, Any], digits: int = 3) -> str:
@@ -28,12 +31,38 @@ def auroc_cell(record: Mapping[str, Any], digits: int = 3) -> str:
     return cell if auroc.get("n", seeds) == seeds else f"{cell} ({auroc['n']}/{seeds} seeds)"
 
 
+def mean_auroc(record: Mapping[str, Any]) -> float | None:
+    """The record's mean AUROC over seeds, None when not computed."""
+    auroc = record.get("auroc") or {}
+    return None if record.get("status") != "ok" or auroc.get("mean") is None else float(auroc["mean"])
+
+
+def task_average(records: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float | None, int, int]]:
+    """Per method: the mean over its tasks of their mean AUROC, the tasks counted, and the tasks in the table."""
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    values: dict[str, dict[str, float]] = {}
+    for r in records:
+        value = mean_auroc(r)
+        values.setdefault(r["method"], {})
+        if value is not None:
+            values[r["method"]][r["task"]] = value
+    return {m: ((sum(v.values()) / len(v)) if v else None, len(v), len(tasks)) for m, v in values.items()}
+
+
+def average_cell(value: float | None, counted: int, total: int, digits: int = 3) -> str:
+    if value is None:
+        return NOT_COMPUTED
+    return f"{value:.{digits}f}" + ("" if counted == total else f" ({counted}/{total} tasks)")
+
+
 def auroc_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """One row per method, one column per task, both in order of first appearance in ``records``."""
+    """One row per method, one column per task, both in order of first appearance in ``records``, then Average."""
     methods = list(dict.fromkeys(r["method"] for r in records))
     tasks = list(dict.fromkeys(r["task"] for r in records))
     cells = {(r["method"], r["task"]): auroc_cell(r) for r in records}
-    return [{"method": m, **{t: cells.get((m, t), "") for t in tasks}} for m in methods]
+    average = task_average(records)
+    return [{"method": m, **{t: cells.get((m, t), "") for t in tasks}, AVERAGE: average_cell(*average[m])}
+            for m in methods]
 
 
 def reason_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -55,7 +84,7 @@ def write_auroc_table(records: Sequence[Mapping[str, Any]], tsv_path: str | os.P
         writer.writeheader()
         writer.writerows(rows)
     intro = ("<p>AUROC on held-out slides, mean ± std over seeds; rows are methods and settings, columns "
-             "are tasks.</p>")
+             "are tasks (slide sheet columns, <code>aggregate.tasks</code>); Average is the mean over tasks.</p>")
     notes = table(reason_rows(records), "Notes: cells not computed, seeds without an AUROC, classes left out",
                   warn_key="reason")
     with atomic_path(html_path) as tmp:

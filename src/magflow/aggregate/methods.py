@@ -5,8 +5,9 @@ A light module (no torch), so the workflow can list the ``abmil`` jobs while it 
 - ``{mixer}.{mode}``: AB-MIL on a pretrained mixing encoder (one row of ``aggregate.runs``), over its
   class tokens (``cls``) or its contextualised region tokens (``patch``), fine-tuned after a frozen
   first epoch;
-- ``random.{mode}``: the same on a randomly initialised mixing encoder (the baseline of the paper's
-  tables);
+- ``random.{mpp}.{mode}`` and ``random.all.{mode}``: the same on a randomly initialised mixing encoder
+  (the baselines of the paper's tables, "Random 5×, 10×, 20×, all×"), applied to the tokens of one
+  magnification of each region only, or to all of them;
 - ``tiles.{mpp}``: AB-MIL on the frozen tile embeddings of one scale (e.g. ``tiles.2.000`` = 5×);
 - ``tiles.all``: AB-MIL on the tile embeddings of every scale in one bag ("all×").
 """
@@ -32,7 +33,7 @@ class SlideMethod:
     kind: str                     # "mixer", "random" or "tiles"
     mode: str                     # "cls", "patch" or "tiles"
     mixer: str | None = None      # the mixer run's name (kind "mixer")
-    scales: tuple[float, ...] = ()  # kind "tiles": the scales in the bag
+    scales: tuple[float, ...] = ()  # "tiles": the scales in the bag; "random": the scales the mixer sees (() all)
 
 
 def magnification(mpp: float) -> str:
@@ -50,7 +51,8 @@ def mixer_label(row: Mapping[str, Any]) -> str:
 def slide_methods(mixer_runs: Mapping[str, Mapping[str, Any]], modes: Sequence[str],
                   scales: Sequence[float]) -> dict[str, SlideMethod]:
     """Every method in table order: the mixer runs (in ``mixer_runs`` order) per mode, the random mixer
-    per mode, then the tile baselines from the coarsest scale to the finest and all×."""
+    per mode on each scale from the coarsest to the finest and on all, then the tile baselines in the
+    same scale order and all×."""
     unknown = sorted(set(modes) - set(MODES))
     if unknown or not modes:
         raise ConfigError(f"aggregate.modes: {unknown or 'empty'}; use one or both of {', '.join(MODES)}")
@@ -58,8 +60,11 @@ def slide_methods(mixer_runs: Mapping[str, Mapping[str, Any]], modes: Sequence[s
     for name, row in mixer_runs.items():
         methods += [SlideMethod(f"{name}.{mode}", f"{mixer_label(row)} ({mode})", "mixer", mode, mixer=name)
                     for mode in modes]
-    methods += [SlideMethod(f"random.{mode}", f"random mixer ({mode})", "random", mode) for mode in modes]
     ordered = sorted((float(s) for s in scales), reverse=True)
+    for mode in modes:
+        methods += [SlideMethod(f"random.{mpp:.3f}.{mode}", f"Random {magnification(mpp)} ({mode})", "random", mode,
+                                scales=(mpp,)) for mpp in ordered]
+        methods.append(SlideMethod(f"random.all.{mode}", f"Random all× ({mode})", "random", mode))
     methods += [SlideMethod(f"tiles.{mpp:.3f}", f"ABMIL {magnification(mpp)} ({mpp:g} mpp)", "tiles", "tiles",
                             scales=(mpp,)) for mpp in ordered]
     methods.append(SlideMethod("tiles.all", "ABMIL all×", "tiles", "tiles", scales=tuple(ordered)))

@@ -5,6 +5,7 @@ before any job, without importing torch."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -165,9 +166,11 @@ class MILConfig:
     epochs: int = 20
     freeze_epochs: int = 1
     layer_decay: float = 0.75
-    groups_per_batch: int = 1
-    hidden_dim: int | None = 256
-    attn_dim: int = 128
+    groups_per_batch: int = 32         # the paper batches 32 groups (patients)
+    aggregator: str = "paper-eq7"      # Eq. 7: pool the instances themselves; "projection": Linear+ReLU first
+    attention: str = "tanh"            # Eq. 8's wᵀ tanh(V z); "gated": Ilse et al.'s gated attention
+    hidden_dim: int | None = 256       # the projection's width (aggregator "projection" only)
+    attn_dim: int = 16                 # the aggregator's hidden size (V: attn_dim × D); the paper's is 16
     dropout: float = 0.25
     select: str = "val_loss"
     seeds: tuple[int, ...] = SEEDS
@@ -184,7 +187,12 @@ class MILConfig:
         need(self.freeze_epochs >= 0, "freeze_epochs", "must be >= 0 (epochs with the encoder frozen)")
         need(0 < self.layer_decay <= 1, "layer_decay", "must be in (0, 1] (1: no layer-wise decay)")
         need(self.groups_per_batch >= 1, "groups_per_batch", "must be >= 1")
+        need(self.aggregator in AGGREGATORS, "aggregator",
+             f"must be one of {AGGREGATORS} (the paper's Eq. 7, or a projection before pooling)")
+        need(self.attention in ATTENTIONS, "attention", f"must be one of {ATTENTIONS}")
         need(self.hidden_dim is None or self.hidden_dim >= 1, "hidden_dim", "must be >= 1 or null (no projection)")
+        need(self.aggregator != "projection" or self.hidden_dim is not None, "hidden_dim",
+             "must be set (the projection's width) with aggregator: projection")
         need(self.attn_dim >= 1, "attn_dim", "must be >= 1")
         need(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
         need(self.select in SELECT, "select", f"must be one of {SELECT}")
@@ -194,6 +202,16 @@ class MILConfig:
         need(0 < self.test_fraction < 1, "test_fraction", "must be in (0, 1)")
         need(0 < self.val_fraction < 1 and self.test_fraction + self.val_fraction < 1, "val_fraction",
              f"must be in (0, 1) with test_fraction + val_fraction < 1 (test_fraction is {self.test_fraction})")
+
+    @property
+    def projection_dim(self) -> int | None:
+        """The width instances are projected to before pooling; None for the paper's Eq. 7."""
+        return self.hidden_dim if self.aggregator == "projection" else None
+
+    def aggregator_record(self) -> dict[str, Any]:
+        """What an AB-MIL record says of its aggregator."""
+        return {"form": self.aggregator, "attention": self.attention, "hidden_size": self.attn_dim,
+                "projection_dim": self.projection_dim, "groups_per_batch": self.groups_per_batch}
 
     def validate(self, section: str = ABMIL_KEY) -> MILConfig:
         """The rules between fields that the workflow checks before any job: the frozen epochs fit in the
@@ -239,9 +257,35 @@ def check_mixer_sweep(pretrain: Mapping[str, Any], runs: Mapping[str, Mapping[st
                               f"in finest-scale cells ({max(scales):g} to {min(scales):g} mpp), got {config.max_grid}")
 
 
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a task names a record file
+NOT_TASKS = ("slide_id", "path", "split", "mpp", "group", "annotation", "brightfield_check", "method", "Average")
+
+
+def check_tasks(tasks: Sequence[str] | None, entries: Mapping[str, Any], sheet: str) -> list[str]:
+    """``aggregate.tasks`` checked against the slide sheet before any job: each a label column (``label``
+    or an extra column the sheet was read with) with at least two distinct values. ``entries`` are the
+    sheet's rows by slide id (:class:`magflow.sheet.SlideEntry`)."""
+    tasks = list(tasks or [])
+    if not tasks:
+        raise ConfigError("aggregate.tasks: empty; name at least one slide sheet column with slide labels, e.g. [label]")
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"aggregate.tasks: {tasks} names a column twice; list each task once")
+    for task in tasks:
+        if not isinstance(task, str) or not TASK_NAME.match(task) or task in NOT_TASKS:
+            raise ConfigError(f"aggregate.tasks: {task!r} cannot be a task: use a label column of the slide sheet "
+                              "(letters, digits, '.', '_' and '-'; not one of " + ", ".join(NOT_TASKS) + ")")
+        values = {entry.value(task) for entry in entries.values()} - {None}
+        if len(values) < 2:
+            raise ConfigError(f"aggregate.tasks: the slide sheet {sheet} has {len(values)} distinct value(s) in column "
+                              f"`{task}` ({sorted(values)}); a task needs that column with at least two classes: add "
+                              f"or fill it, or remove {task!r} from aggregate.tasks")
+    return tasks
+
+
 TARGET_RULES = ("all", "region_embed", "pretrain_mixer", "abmil", "abmil_table", "report_index")
 TARGET_FOLDERS = ("results/regions/", "results/mixers/", "results/abmil/")
-TARGET_FILES = ("results/report/abmil_auroc.html", "results/report/abmil_auroc.tsv", "results/report/index.html")
+TARGET_FILES = ("results/report/abmil_auroc.html", "results/report/abmil_auroc.tsv",
+                "results/report/abmil_design.png", "results/report/index.html")
 
 
 def aggregation_wanted(encoder: str | None, targets: Iterable[str] | None) -> bool:

@@ -5,8 +5,13 @@ What the instances of a slide's bag are depends on ``mode``:
 - ``patch``: the contextualized region tokens, i.e. the encoder's patch outputs of every valid token
   of every region (a slide of R regions with n valid tokens each is a bag of R·n instances).
 - ``cls``: the regions, each the concatenation of its ``n_cls`` class tokens (n_cls·width values),
-  compressed to the AB-MIL width by the AB-MIL input projection (a linear layer and ReLU). Regions
+  pooled as they are (the paper's Eq. 7; ``aggregator: projection`` compresses them first). Regions
   without a valid token are left out.
+
+With ``scales`` given in these two modes (the one-magnification random-mixer rows, "Random 10×"), the
+encoder sees only the tokens of those scales: every other token of the region is marked not valid
+(and zeroed) before the encoder, so attention never reaches it and it changes nothing; a region with
+no token of those scales is left out (``cls``) or adds no instance (``patch``).
 - ``tiles`` (no encoder; the baselines): the frozen tile embeddings themselves, the valid tokens of
   the scales in ``scales``. One scale gives "AB-MIL 10×" and so on. Several scales give "AB-MIL
   all×": the bag is the union of the tiles of all those scales (concatenated along the bag axis, each
@@ -42,6 +47,8 @@ class SlideModel(nn.Module):
             raise ConfigError(f"abmil mode {mode!r}: must be one of {MODES}")
         if (encoder is None) != (mode == "tiles"):
             raise ConfigError(f"abmil mode {mode!r}: 'patch' and 'cls' need a mixing encoder, 'tiles' takes none")
+        if scales is not None and not scales:
+            raise ConfigError(f"abmil mode {mode!r}: scales is empty; give the scale ids to keep, or None for all")
         if mode == "tiles" and (not scales or token_dim is None):
             raise ConfigError("abmil mode 'tiles' needs the scale ids to pool (e.g. [1] or [0, 1, 2]) and token_dim")
         self.head, self.mode, self.encoder = head, mode, encoder
@@ -66,14 +73,17 @@ class SlideModel(nn.Module):
             x = bag.tokens[keep]
             return x if self.scale_embed is None else x + self.scale_embed(bag.scale_id[keep])
         assert self.encoder is not None
+        valid, tokens = bag.valid, bag.tokens
+        if self.scales:  # a one-magnification mixer: the other scales' tokens are not there for it
+            valid = valid & torch.isin(bag.scale_id, torch.tensor(self.scales, device=bag.scale_id.device))
+            tokens = tokens.masked_fill(~valid.unsqueeze(-1), 0.0)
         with nullcontext() if self.encoder_trainable else torch.no_grad():
-            outputs = [self.encoder(*(t[i:i + REGION_CHUNK] for t in (bag.tokens, bag.scale_id, bag.position,
-                                                                         bag.valid)))
-                       for i in range(0, bag.tokens.shape[0], REGION_CHUNK)]
+            outputs = [self.encoder(*(t[i:i + REGION_CHUNK] for t in (tokens, bag.scale_id, bag.position, valid)))
+                       for i in range(0, tokens.shape[0], REGION_CHUNK)]
         if self.mode == "patch":
-            return torch.cat([out.patches for out in outputs])[bag.valid]
+            return torch.cat([out.patches for out in outputs])[valid]
         regions = torch.cat([out.cls.flatten(1) for out in outputs])
-        return regions[bag.valid.any(dim=1)]
+        return regions[valid.any(dim=1)]
 
     def forward(self, bags: Sequence[RegionBag], ids: Sequence[str] | None = None) -> ABMILOutput:
         """Logits B×C and attention B×I_max (padded) for a batch of slides (``ids`` name them in errors)."""
@@ -89,8 +99,13 @@ class SlideModel(nn.Module):
 
 def build_slide_model(mode: str, n_classes: int, *, encoder: nn.Module | None = None,
                       token_dim: int | None = None, scales: Sequence[int] | None = None,
-                      hidden_dim: int | None = 256, attn_dim: int = 128, dropout: float = 0.25) -> SlideModel:
-    """A :class:`SlideModel` whose AB-MIL input width fits the mode (encoder width, n_cls·width or token_dim)."""
+                      hidden_dim: int | None = None, attn_dim: int = 16, dropout: float = 0.25,
+                      attention: str = "tanh") -> SlideModel:
+    """A :class:`SlideModel` whose AB-MIL input width fits the mode (encoder width, n_cls·width or token_dim).
+
+    ``hidden_dim`` None pools the instances themselves (Eq. 7); a number projects them to that width
+    first (aggregator ``projection``). ``scales`` with a mixer: the scale ids the encoder sees (None: all).
+    """
     if mode == "patch" and encoder is not None:
         in_dim = encoder.config.width
     elif mode == "cls" and encoder is not None:
@@ -99,5 +114,5 @@ def build_slide_model(mode: str, n_classes: int, *, encoder: nn.Module | None = 
         in_dim = int(token_dim)
     else:
         raise ConfigError(f"abmil mode {mode!r}: 'patch' and 'cls' need a mixing encoder, 'tiles' needs token_dim")
-    head = ABMIL(in_dim, n_classes, hidden_dim=hidden_dim, attn_dim=attn_dim, dropout=dropout)
+    head = ABMIL(in_dim, n_classes, hidden_dim=hidden_dim, attn_dim=attn_dim, dropout=dropout, attention=attention)
     return SlideModel(head, mode, encoder=encoder, scales=scales, token_dim=token_dim)

@@ -183,10 +183,11 @@ def _card_value(embeddings: str | None, key: str) -> Any:
 def _slide_level(tsv: str | os.PathLike[str] | None) -> list[str]:
     if not tsv:
         return []
-    note = ("<p>AB-MIL on the slide label over region embeddings (mixing encoders pretrained with MEM/CMEM, a "
+    note = ("<p>AB-MIL on the slide-sheet tasks over region embeddings (mixing encoders pretrained with MEM/CMEM, a "
             "random mixer) and over tile embeddings of one or all magnifications: AUROC on held-out slides, mean "
             "± std over seeds. Per-seed records and reasons: <code>results/abmil/</code>, "
-            "<code>results/report/abmil_auroc.html</code>.</p>")
+            "<code>results/report/abmil_auroc.html</code>; design decisions averaged over tasks: "
+            "<a href='abmil_design.png'>abmil_design.png</a>.</p>")
     return ["<h2 id='slide-level'>Slide level: region aggregation</h2>", note,
             table(read_tsv(tsv), "AUROC (rows: methods and settings; columns: tasks)")]
 
