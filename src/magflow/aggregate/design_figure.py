@@ -89,15 +89,16 @@ def write_design_figure(records: Sequence[str | os.PathLike[str]] | Sequence[Map
                 ax.bar(x, float(np.mean(values)), width=0.6, color=f"C{x}", alpha=0.6)
                 ax.scatter(np.full(len(values), x) + np.linspace(-0.12, 0.12, len(values)), values, color="k", s=12,
                            zorder=3)
-                ax.text(x, float(np.mean(values)), f"{np.mean(values):.3f}\n({len(values)} rows)", ha="center",
-                        va="bottom", fontsize=7)
+                rows = f"{len(values)} row" + ("s" if len(values) > 1 else "")
+                ax.text(x, 1.02, f"{np.mean(values):.3f}\n({rows})", ha="center", va="bottom", fontsize=7)
             else:
                 ax.text(x, 0.5, "n/a", ha="center", va="center", fontsize=9, color="0.4")
         if reference is not None:
             ax.axhline(reference, ls="--", lw=1, color="0.3", label="AB-MIL all× (tiles)")
         ax.set_xticks(range(len(choices)), choices)
+        ax.set_xlim(-0.6, len(choices) - 0.4)
         ax.set_title(decision, fontsize=10)
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.15)
     first = np.atleast_1d(axes)[0]
     first.set_ylabel(f"AUROC, mean over {len(tasks)} task(s)")
     if reference is not None:
