@@ -57,6 +57,8 @@ def test_mil_defaults_are_the_papers_and_the_projection_form_is_an_option():
     assert projection.projection_dim == 12 and projection.aggregator_record()["form"] == "projection"
     with pytest.raises(ConfigError, match="aggregator"):
         MILConfig(aggregator="mean")
+    with pytest.raises(ConfigError, match="hidden_dim"):
+        MILConfig(aggregator="projection", hidden_dim=None)  # a projection needs its width
 
 
 def test_random_mixer_rows_for_every_magnification_and_mode_in_paper_order():

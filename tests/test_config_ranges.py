@@ -59,13 +59,13 @@ BAD_MIXER = [
     ("projector_hidden", 0), ("projector_dim", 0), ("contrastive_weight", -1), ("batch_size", 0),
     ("iterations", 0), ("warmup_iters", -1), ("reference_batch", 0), ("weight_decay", -0.05),
     ("betas", [0.9, 1.0]), ("betas", [NAN, 0.95]), ("clip_grad", 0), ("clip_grad", -3), ("seed", -1),
-    ("checkpoint_every", 0), ("log_every", 0), ("num_workers", -1),
+    ("checkpoint_every", 0), ("log_every", 0), ("num_workers", -1), ("contrastive_loss", "infonce"),
 ]
 BAD_ABMIL = [
     ("lr", -1e-5), ("lr", 0), ("lr", NAN), ("weight_decay", -1), ("label_smoothing", 1.0), ("epochs", 0),
     ("freeze_epochs", -1), ("layer_decay", 0), ("layer_decay", 2), ("groups_per_batch", 0), ("hidden_dim", 0),
     ("attn_dim", 0), ("dropout", 1.0), ("dropout", NAN), ("seeds", []), ("seeds", [0, 0]), ("seeds", [-1]),
-    ("test_fraction", 0), ("val_fraction", 0.9),
+    ("test_fraction", 0), ("val_fraction", 0.9), ("aggregator", "mean"), ("attention", "softmax"),
 ]
 BAD_MAD = [("standalone_p", 1.5), ("standalone_p", NAN), ("children", 0), ("transition_weights", [-0.5, 0.5]),
            ("transition_weights", [NAN, 0.5]), ("transition_weights", [0.5, 0.5, 0.5]), ("children", 17)]
