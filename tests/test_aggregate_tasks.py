@@ -108,8 +108,9 @@ def test_sheet_keeps_the_task_columns_it_is_asked_for(tmp_path):
     assert "cross_scale" not in a.as_dict()  # the standard columns only: the sheet schema stays as it is
     entries = {e.slide_id: e for e in (a, b)}
     assert check_tasks(["label"], entries, "slides.tsv") == ["label"]
-    with pytest.raises(ConfigError, match="column `cross_scale`"):
-        check_tasks(["label", "cross_scale"], entries, "slides.tsv")  # one value: not a task
+    assert check_tasks(["label", "cross_scale"], entries, "slides.tsv") == ["label", "cross_scale"]
+    with pytest.raises(ConfigError, match="no value in a column `grade`"):
+        check_tasks(["label", "grade"], entries, "slides.tsv")  # absent (or empty): a typo, or not filled
     with pytest.raises(ConfigError, match="cannot be a task"):
         check_tasks(["split"], entries, "slides.tsv")
 
@@ -149,6 +150,11 @@ def test_two_tasks_give_two_columns_and_their_average(region_files, tmp_path):
     assert list(rows[0]) == ["method", "label", "grade", "Average"]
     mean = (records["label"]["auroc"]["mean"] + records["grade"]["auroc"]["mean"]) / 2
     assert rows[0]["Average"] == f"{mean:.3f}"
+    # a task with one class among its slides is recorded as skipped with the reason, the others still run
+    one = run_abmil_tasks(method, region_files, {"label": tasks["label"], "same": dict.fromkeys(ids, "x")},
+                          {"label": tmp_path / "l.json", "same": tmp_path / "same.json"}, mil=mil, sheet_splits=splits)
+    assert one["same"]["status"] == "skipped" and "one class" in one["same"]["reason"]
+    assert one["label"]["auroc"] == records["label"]["auroc"]
 
 
 def test_records_name_the_mixers_pretraining_loss(tmp_path):

@@ -30,7 +30,7 @@ from magflow.aggregate.mixer import MixingEncoder
 from magflow.aggregate.pretrain_mixer import CARD, MixerTrainConfig, load_mixer, mixer_loss_variant
 from magflow.aggregate.slide_eval import MILConfig
 from magflow.aggregate.slide_model import SlideModel, build_slide_model
-from magflow.aggregate.slide_record import run_abmil
+from magflow.aggregate.slide_record import run_abmil, skip_abmil
 from magflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,14 @@ def run_abmil_tasks(method: SlideMethod, region_files: Sequence[str | os.PathLik
         log.info("abmil %s, task %s: %d slides, classes %s", method.label, task, len(slides), class_names)
         extra = {"method_id": method.id, "kind": method.kind, "mode": method.mode, "mixer": mixer,
                  "pretraining_loss": mixer["pretraining_loss"], "tasks": list(tasks), "classes": class_names}
+        if len(class_names) < 2:
+            reason = (f"task {task!r} has one class ({class_names}) among its slides; AB-MIL needs two: give the "
+                      f"sheet's `{task}` column slides of another class")
+            records[task] = skip_abmil(method.label, task, slides, config, outs[task], reason, n_classes=1,
+                                       sheet_splits=sheet_splits, left_out=left_out, run_config=run_config,
+                                       extra=extra)
+            log.warning("abmil %s, task %s: skipped: %s", method.label, task, reason)
+            continue
         records[task] = run_abmil(method.label, task, slides, lambda n=len(class_names): build(n), config,
                                   outs[task], n_classes=len(class_names), sheet_splits=sheet_splits,
                                   left_out=left_out, run_config=run_config, extra=extra, device=device)

@@ -263,8 +263,9 @@ NOT_TASKS = ("slide_id", "path", "split", "mpp", "group", "annotation", "brightf
 
 def check_tasks(tasks: Sequence[str] | None, entries: Mapping[str, Any], sheet: str) -> list[str]:
     """``aggregate.tasks`` checked against the slide sheet before any job: each a label column (``label``
-    or an extra column the sheet was read with) with at least two distinct values. ``entries`` are the
-    sheet's rows by slide id (:class:`magflow.sheet.SlideEntry`)."""
+    or an extra column the sheet was read with) with a value for at least one slide. (A task with one
+    class is recorded as skipped, with the reason, by its ``abmil`` jobs.) ``entries`` are the sheet's
+    rows by slide id (:class:`magflow.sheet.SlideEntry`)."""
     tasks = list(tasks or [])
     if not tasks:
         raise ConfigError("aggregate.tasks: empty; name at least one slide sheet column with slide labels, e.g. [label]")
@@ -274,11 +275,10 @@ def check_tasks(tasks: Sequence[str] | None, entries: Mapping[str, Any], sheet: 
         if not isinstance(task, str) or not TASK_NAME.match(task) or task in NOT_TASKS:
             raise ConfigError(f"aggregate.tasks: {task!r} cannot be a task: use a label column of the slide sheet "
                               "(letters, digits, '.', '_' and '-'; not one of " + ", ".join(NOT_TASKS) + ")")
-        values = {entry.value(task) for entry in entries.values()} - {None}
-        if len(values) < 2:
-            raise ConfigError(f"aggregate.tasks: the slide sheet {sheet} has {len(values)} distinct value(s) in column "
-                              f"`{task}` ({sorted(values)}); a task needs that column with at least two classes: add "
-                              f"or fill it, or remove {task!r} from aggregate.tasks")
+        if all(entry.value(task) is None for entry in entries.values()):
+            raise ConfigError(f"aggregate.tasks: the slide sheet {sheet} has no value in a column `{task}` (absent or "
+                              f"empty); add and fill that column (slide labels, at least two classes), or remove "
+                              f"{task!r} from aggregate.tasks")
     return tasks
 
 

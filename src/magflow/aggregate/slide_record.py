@@ -28,7 +28,7 @@ from magflow.errors import ConfigError
 from magflow.evaluate.splits import SlideSplit
 from magflow.evaluate.record import OK, SKIPPED, plain, read_record, write_record
 
-__all__ = ["abmil_record", "read_record", "run_abmil"]
+__all__ = ["abmil_record", "read_record", "run_abmil", "skip_abmil"]
 
 
 def describe_splits(splits: Sequence[SlideSplit], config: MILConfig, from_sheet: bool) -> dict[str, Any]:
@@ -81,6 +81,17 @@ def run_abmil(method: str, task: str, slides: SlideSet, build_model: Callable[[]
                               extra=extra)
     write_record(Path(out), record)
     checkpoint_path(out).unlink(missing_ok=True)
+    return record
+
+
+def skip_abmil(method: str, task: str, slides: SlideSet, config: MILConfig, out: str | os.PathLike[str],
+               reason: str, *, n_classes: int, sheet_splits: Mapping[str, str] | None = None,
+               left_out: Mapping[str, str] | None = None, run_config: Mapping[str, Any] | None = None,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write the record of a task that cannot be evaluated (status ``skipped`` with ``reason``)."""
+    record = abmil_record(method, task, slides, config, reason=reason, n_classes=n_classes, left_out=left_out,
+                          run_config=run_config, splits=describe_splits([], config, bool(sheet_splits)), extra=extra)
+    write_record(Path(out), record)
     return record
 
 
