@@ -192,3 +192,28 @@ def test_design_summary_averages_tasks_then_rows_sharing_a_choice(tmp_path):
     assert summary["pooled output"]["patch"] == pytest.approx([0.6])
     write_design_figure(records, tmp_path / "design.png")
     assert (tmp_path / "design.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_pretrained_cmem_mixer_and_a_one_scale_random_mixer_write_records_naming_their_losses(region_files,
+                                                                                                  tmp_path):
+    from magflow.aggregate.pretrain_mixer import train_mixer
+    from magflow.aggregate.settings import MixerTrainConfig
+    tiny = {"objective": "cmem", "width": 16, "depth": 1, "heads": 2, "decoder_depth": 1, "projector_hidden": 16,
+            "projector_dim": 8, "context": 3, "batch_size": 4, "iterations": 2, "warmup_iters": 1, "base_lr": 1e-3}
+    train_mixer(MixerTrainConfig.from_dict({**tiny, "contrastive_loss": "simclr"}), region_files[:4],
+                tmp_path / "mixer", progress=False, device="cpu")
+    ids = [f"s{i}" for i in range(8)]
+    tasks = {"label": {s: str(i % 2) for i, s in enumerate(ids)}}
+    splits = dict(zip(ids, ["train"] * 4 + ["test"] * 4))
+    mil = {"lr": 1e-3, "epochs": 1, "freeze_epochs": 1, "seeds": [0], "aggregator": "projection", "hidden_dim": 8}
+    pretrained = SlideMethod("m.patch", "CMEM r=0.5 c=3 (patch)", "mixer", "patch", mixer="m")
+    record = run_abmil_tasks(pretrained, region_files, tasks, {"label": tmp_path / "m.json"}, mil=mil,
+                             sheet_splits=splits, mixer_dir=tmp_path / "mixer")["label"]
+    assert record["pretraining_loss"] == "CMEM (simclr)" and record["mixer"]["objective"] == "cmem"
+    assert record["aggregator"]["form"] == "projection" and record["aggregator"]["projection_dim"] == 8
+    assert record["status"] == "ok" and record["kind"] == "mixer" and record["mode"] == "patch"
+    random = slide_methods({}, ["cls"], [2.0, 1.0, 0.5])["random.1.000.cls"]
+    record = run_abmil_tasks(random, region_files, tasks, {"label": tmp_path / "r.json"}, mil=mil,
+                             sheet_splits=splits, mixer_train=tiny)["label"]
+    assert record["method"] == "Random 10× (cls)" and record["mixer"]["scales"] == [1.0]
+    assert record["pretraining_loss"] == "none (random init)" and record["status"] == "ok"
