@@ -7,17 +7,17 @@ What the instances of a slide's bag are depends on ``mode``:
 - ``cls``: the regions, each the concatenation of its ``n_cls`` class tokens (n_cls·width values),
   pooled as they are (the paper's Eq. 7; ``aggregator: projection`` compresses them first). Regions
   without a valid token are left out.
-
-With ``scales`` given in these two modes (the one-magnification random-mixer rows, "Random 10×"), the
-encoder sees only the tokens of those scales: every other token of the region is marked not valid
-(and zeroed) before the encoder, so attention never reaches it and it changes nothing; a region with
-no token of those scales is left out (``cls``) or adds no instance (``patch``).
 - ``tiles`` (no encoder; the baselines): the frozen tile embeddings themselves, the valid tokens of
   the scales in ``scales``. One scale gives "AB-MIL 10×" and so on. Several scales give "AB-MIL
   all×": the bag is the union of the tiles of all those scales (concatenated along the bag axis, each
   tile once, a coarse tile beside the finer tiles it contains), and a learned per-scale vector,
   initialised to zero, is added to each embedding so attention and classifier can tell scales apart.
   The baselines read the same region tokens as the mixer rows, so every row sees the same tiles.
+
+With ``scales`` in the ``patch`` and ``cls`` modes (the one-magnification random-mixer rows, "Random
+10×"), the encoder sees only the tokens of those scales: every other token of the region is marked not
+valid (and zeroed) before the encoder, so attention never reaches it and it changes nothing; a region
+with no token of those scales is left out (``cls``) or adds no instance (``patch``).
 
 The encoder is frozen (run under ``no_grad``) while ``encoder_trainable`` is False.
 """
