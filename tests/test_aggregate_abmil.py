@@ -1,4 +1,4 @@
-"""Slide-level evaluation: AB-MIL attention (gated and Eq. 8), min-loss group propagation, training protocol, AUROC table."""
+"""Slide-level evaluation: AB-MIL attention (gated, Eq. 8), min-loss group propagation, training, AUROC table."""
 
 import dataclasses
 import json
