@@ -228,26 +228,37 @@ def _mixer(args: argparse.Namespace) -> int:
 
 
 def _abmil(args: argparse.Namespace) -> int:
-    from magflow.aggregate.abmil_step import run_abmil_method
+    from magflow.aggregate.abmil_step import run_abmil_tasks
     from magflow.aggregate.methods import SlideMethod
     from magflow.sheet import read_sheet
 
-    entries = read_sheet(args.sheet)
+    tasks = list(dict.fromkeys(args.tasks))
+    if len(tasks) > 1 and "{task}" not in args.out:
+        raise ConfigError(f"magflow abmil: --out {args.out} must hold {{task}} when several --tasks are given "
+                          "(one record per task), e.g. results/abmil/MODEL/METHOD/{task}.json")
+    scales = tuple(args.scales or ())
     if args.mixer_dir:
         method = SlideMethod(args.method, args.label or args.method, "mixer", args.mode, mixer=args.mixer_dir)
-    elif args.random_mixer:
-        method = SlideMethod(args.method, args.label or args.method, "random", args.mode)
+    elif args.random_mixer:  # --scales: the one (or few) magnifications the random mixer sees
+        method = SlideMethod(args.method, args.label or args.method, "random", args.mode, scales=scales)
     else:
-        method = SlideMethod(args.method, args.label or args.method, "tiles", "tiles", scales=tuple(args.scales or ()))
+        method = SlideMethod(args.method, args.label or args.method, "tiles", "tiles", scales=scales)
         if not method.scales:
             raise ConfigError("magflow abmil: give --mixer-dir, --random-mixer, or --scales for a tile baseline")
-    record = run_abmil_method(method, args.regions, {e.slide_id: e.label for e in entries}, args.out,
-                              mil=json.loads(args.settings), groups={e.slide_id: e.group for e in entries},
+    if args.mixer_dir and scales:
+        raise ConfigError("magflow abmil: --scales goes with --random-mixer or a tile baseline, not --mixer-dir")
+    entries = read_sheet(args.sheet, extra_columns=tasks)
+    outs = {task: args.out.replace("{task}", task) for task in tasks}
+    records = run_abmil_tasks(method, args.regions, {t: {e.slide_id: e.value(t) for e in entries} for t in tasks},
+                              outs, mil=json.loads(args.settings), groups={e.slide_id: e.group for e in entries},
                               sheet_splits={e.slide_id: e.split for e in entries} if args.sheet_splits else None,
                               mixer_dir=args.mixer_dir, mixer_train=json.loads(args.mixer_settings),
                               device=args.device)
-    auroc = record["auroc"]
-    print(f"{record['method']}: AUROC {auroc['mean']} ± {auroc['std']} over {auroc['n']} seed(s); wrote {args.out}")
+    for task, record in records.items():
+        auroc = record.get("auroc") or {}
+        summary = (f"AUROC {auroc.get('mean')} ± {auroc.get('std')} over {auroc.get('n')} seed(s)"
+                   if record.get("status", "ok") == "ok" else f"skipped: {record.get('reason')}")
+        print(f"{record['method']} [{task}]: {summary}; wrote {outs[task]}")
     return 0
 
 
@@ -449,16 +460,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.set_defaults(handler=_mixer)
 
-    p = steps.add_parser("abmil", help="AB-MIL on the slide label over region files: AUROC over seeds (JSON record)")
+    p = steps.add_parser("abmil", help="AB-MIL on slide sheet label columns over region files: AUROC over seeds "
+                                       "(one JSON record per task)")
     p.add_argument("regions", nargs="+", help="region files, e.g. results/regions/MODEL/*.h5")
-    p.add_argument("--sheet", required=True, help="the slide sheet: label, group and split columns")
-    p.add_argument("--out", required=True, help="output JSON record")
+    p.add_argument("--sheet", required=True, help="the slide sheet: group, split and the task columns")
+    p.add_argument("--tasks", nargs="+", default=["label"], help="sheet columns, one AB-MIL task each "
+                   "(aggregate.tasks; default: label)")
+    p.add_argument("--out", required=True, help="output JSON record; with several --tasks a pattern with {task}")
     p.add_argument("--method", default="abmil", help="method id recorded")
     p.add_argument("--label", help="the table row name (default: the method id)")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--mixer-dir", help="a pretrained mixer's directory (fine-tuned after a frozen epoch)")
-    kind.add_argument("--random-mixer", action="store_true", help="a randomly initialised mixer")
-    kind.add_argument("--scales", type=float, nargs="+", help="tile baseline: pool these scales (mpp)")
+    kind.add_argument("--random-mixer", action="store_true", help="a randomly initialised mixer (of --scales only, "
+                      "if given: e.g. --scales 1.0 is the Random 10× row)")
+    p.add_argument("--scales", type=float, nargs="+", help="tile baseline: pool these scales (mpp); with "
+                   "--random-mixer: the scales the mixer sees")
     p.add_argument("--mode", choices=["cls", "patch"], default="cls", help="mixer outputs pooled")
     p.add_argument("--settings", default="{}", help="MILConfig fields as JSON, e.g. '{\"lr\": 1e-4}'")
     p.add_argument("--mixer-settings", default="{}", help="MixerTrainConfig fields of the random mixer (JSON)")
