@@ -79,3 +79,9 @@ def segmentation_scores(truth: ArrayLike, predicted: ArrayLike, region: ArrayLik
         pixel_accuracy=float(np.mean(t == p)),
         per_class_iou=iou, per_class_dice=dice, n_pixels=int(t.size),
     )
+
+
+def tile_coverage(grid: ArrayLike, cell_um: float, mask_shape: tuple[int, int], mask_mpp: float) -> NDArray[np.bool_]:
+    """The mask pixels whose centre lies under one of the tiles at ``grid`` (the pixels a painted map covers)."""
+    cells = np.asarray(grid, dtype=np.int64).reshape(-1, 2)
+    return tile_label_map(cells, np.ones(len(cells), np.int64), cell_um, mask_shape, mask_mpp, fill=0) == 1
