@@ -142,7 +142,7 @@ def test_cross_mpp_matrix_transfers_where_the_geometry_is_shared():
     mean, std = result.mean_std(result.balanced_accuracy)
     np.testing.assert_allclose(mean, [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
     np.testing.assert_allclose(std, 0.0)
-    np.testing.assert_allclose(result.consistency()[0], [[100, 100, 0], [100, 100, 0], [0, 0, 100]])
+    np.testing.assert_allclose(result.retained()[0], [[100, 100, 0], [100, 100, 0], [0, 0, 100]])
     assert set(result.chosen_c.ravel()) <= set(C_GRID)
     # the diagonal is the plain same-mpp probe on the same split
     same = linear_probe_scores(data[1.0].embeddings, data[1.0].labels, splits[0].rows(data[1.0].slides))

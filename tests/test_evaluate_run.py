@@ -114,9 +114,9 @@ def test_cross_mpp_matches_the_matrix_and_keeps_100_on_the_diagonal(setup):
     expected = cross_mpp_matrix(tiles, reference_splits(emb))
     mean, _ = expected.mean_std(expected.balanced_accuracy)
     np.testing.assert_allclose(result["balanced_accuracy"]["mean"], mean)
-    kept = np.array(result["balanced_accuracy"]["consistency_percent"]["mean"], float)
+    kept = np.array(result["balanced_accuracy"]["retained_percent"]["mean"], float)
     np.testing.assert_allclose(np.diag(kept), 100.0)
-    np.testing.assert_allclose(kept, expected.mean_std(expected.consistency())[0])
+    np.testing.assert_allclose(kept, expected.mean_std(expected.retained())[0])
 
 
 def test_clustering_and_centroids_match_the_pure_functions(setup):

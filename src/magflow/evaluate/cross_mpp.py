@@ -4,15 +4,17 @@ For every split and every training mpp a, one linear probe is fitted on a's trai
 at a) and scored on the test slides at every mpp b; the same slide split is used at every mpp, so
 no test slide is ever seen in training. Scores are balanced accuracy and macro-F1.
 
-Consistency % (MAD, Table 5: "a linear classifier trained only on 10× embeddings maintains 96.7% of
-its performance when applied to unseen 40× tiles") is the fraction of the probe's own same-mpp score
-that it keeps at another mpp:
+Accuracy retained % is the fraction of the probe's own same-mpp score that it keeps at another mpp:
 
-    consistency[a, b] = 100 · score(train a, test b) / score(train a, test a),
+    retained[a, b] = 100 · score(train a, test b) / score(train a, test a),
 
 computed per seed (the same split in numerator and denominator) before taking mean ± std. The
 diagonal is 100 by construction. Dividing by score(train b, test b) would instead measure the gap
 to a native probe at b; that is the matrix's own diagonal, readable from the scores.
+
+This is not the MAD paper's consistency % (its Table 5: 40× mIoU / 10× mIoU of a segmentation probe
+trained at 10×, 96.7%), which ``magflow.evaluate.mad_tables`` computes; this ratio of tile-probe
+scores is recorded as ``retained_percent``.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ class CrossMpp:
     macro_f1: NDArray[np.float64]
     chosen_c: NDArray[np.float64]  # [seed, train mpp]
 
-    def consistency(self, score: str = "balanced_accuracy") -> NDArray[np.float64]:
-        """Consistency % per seed, [seed, train mpp, test mpp]."""
+    def retained(self, score: str = "balanced_accuracy") -> NDArray[np.float64]:
+        """Accuracy retained % per seed, [seed, train mpp, test mpp]."""
         return retained_percent(getattr(self, score))
 
     def mean_std(self, values: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

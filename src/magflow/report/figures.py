@@ -204,7 +204,7 @@ def _matrix(values: Any) -> np.ndarray:
 
 def plot_cross_mpp(record: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Balanced accuracy of a probe trained at one mpp (rows) and tested at another (columns), and the
-    share of its own same-mpp score that it keeps (consistency %)."""
+    share of its own same-mpp score that it keeps (accuracy retained %)."""
     if record["status"] != "ok":
         return skipped_figure(record, path, f"Cross-mpp: {record['model']}")
     result = record["result"]
@@ -212,8 +212,8 @@ def plot_cross_mpp(record: Mapping[str, Any], path: str | os.PathLike[str]) -> N
     scores = result["balanced_accuracy"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     heatmap(axes[0], _matrix(scores["mean"]), mpps, ".2f", 0, 1)
-    heatmap(axes[1], _matrix(scores["consistency_percent"]["mean"]), mpps, ".0f", 0, 100, cmap="magma")
-    for ax, title in zip(axes, ("balanced accuracy", "consistency % (of the same-mpp score)")):
+    heatmap(axes[1], _matrix(scores["retained_percent"]["mean"]), mpps, ".0f", 0, 100, cmap="magma")
+    for ax, title in zip(axes, ("balanced accuracy", "accuracy retained % (of the same-mpp score)")):
         ax.set_xlabel("test mpp")
         ax.set_ylabel("train mpp")
         ax.set_title(title, fontsize=9)

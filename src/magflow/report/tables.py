@@ -80,19 +80,19 @@ def consistency_table(records: Records) -> str:
                      "detail": f"S_neg_same − S_neg_diff {fmt(pooled['s_neg_diff'], 4)}; labels: {hier['labels']}"})
     if cross:
         mpps = [float(m) for m in cross["mpps"]]
-        kept = cross["balanced_accuracy"]["consistency_percent"]
+        kept = cross["balanced_accuracy"]["retained_percent"]
         ends = (hier.get("coarse_mpp", 1.0), hier.get("fine_mpp", 0.25))
         for train, test in (ends, ends[::-1]):
             if train in mpps and test in mpps:
                 a, b = mpps.index(train), mpps.index(test)
                 rows.append({"measure": f"probe trained at {train:g}, tested at {test:g} mpp",
                              "value": mean_std({"mean": kept["mean"][a][b], "std": kept["std"][a][b]}, 1),
-                             "detail": "consistency %: share of its balanced accuracy at its own mpp"})
+                             "detail": "accuracy retained %: share of its balanced accuracy at its own mpp"})
         for a, train in enumerate(mpps):
             others = [kept["mean"][a][b] for b in range(len(mpps)) if b != a and kept["mean"][a][b] is not None]
             if others:
                 rows.append({"measure": f"probe trained at {train:g} mpp, mean over the other mpps",
-                             "value": f"{sum(others) / len(others):.1f}", "detail": "consistency %"})
+                             "value": f"{sum(others) / len(others):.1f}", "detail": "accuracy retained %"})
     return table(rows, "Cross-magnification consistency")
 
 
