@@ -82,3 +82,29 @@ def test_painting_the_true_tile_classes_reproduces_the_truth():
     wrong[0] = 1 if wrong[0] != 1 else 2
     s = segmentation_scores(truth, tile_label_map(grid, wrong, 8.0, truth.shape, 2.0))
     assert s.pixel_accuracy == pytest.approx(1 - 16 / np.count_nonzero(truth))
+
+
+def test_summed_confusions_pool_slides_like_one_concatenated_map():
+    from magflow.evaluate.segmentation import confusion_scores, pixel_confusion, tile_coverage
+
+    rng = np.random.default_rng(0)
+    truths = [rng.integers(0, 4, (5, 7)), rng.integers(0, 4, (3, 9))]
+    preds = [rng.integers(0, 4, (5, 7)), rng.integers(0, 4, (3, 9))]
+    regions = [rng.random((5, 7)) < 0.7, rng.random((3, 9)) < 0.7]
+    pooled = sum(pixel_confusion(t, p, r, n_classes=4) for t, p, r in zip(truths, preds, regions))
+    got = confusion_scores(pooled)
+    want = segmentation_scores(np.concatenate([t.ravel() for t in truths]),
+                               np.concatenate([p.ravel() for p in preds]),
+                               np.concatenate([r.ravel() for r in regions]))
+    assert got == want
+    # by hand: the pixels counted are labelled (truth != 0) and inside the region
+    t = np.concatenate([x.ravel() for x in truths])
+    p = np.concatenate([x.ravel() for x in preds])
+    r = np.concatenate([x.ravel() for x in regions]) & (t != 0)
+    assert got.n_pixels == r.sum() and got.pixel_accuracy == pytest.approx((t == p)[r].mean())
+    for c in (1, 2, 3):
+        both = ((t == c) & (p == c) & r).sum()
+        assert got.per_class_iou[c] == pytest.approx(both / (((t == c) | (p == c)) & r).sum())
+    # coverage: a 2 µm tile at (1, 0) covers mask pixels (1 µm) rows 0-1, cols 2-3
+    covered = tile_coverage([[1, 0]], 2.0, (3, 5), 1.0)
+    np.testing.assert_array_equal(np.argwhere(covered), [[0, 2], [0, 3], [1, 2], [1, 3]])

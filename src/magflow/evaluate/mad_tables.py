@@ -8,7 +8,8 @@ Table 3 (:func:`table3`), at each magnification separately (2.5×, 10×, 40× = 
 - per-class F1 of the linear classifier (``settings.probe``: ``paper-linear``, the paper's one linear
   layer, Adam lr 1e-4, batch 64, cross-entropy, see ``magflow.evaluate.linear_probe``; or
   ``logistic``, the project's probe) trained on the labelled tiles of the train-split slides at that
-  magnification (val-split tiles: early stopping, or the logistic probe's C and refit) and scored on
+  magnification (the val-split tiles early-stop the paper-linear probe, or choose the logistic probe's
+  C, which is then refitted on train + val, as the project's probe does) and scored on
   the labelled tiles of the test-split slides at that magnification;
 - per-class F1 of kNN (k = ``settings.knn_k``, cosine, ``magflow.evaluate.knn``) with the train-split
   tiles as reference, scored on the same test tiles;
@@ -54,7 +55,8 @@ from magflow.evaluate.knn import KNN_METRIC, KNN_WEIGHTS, knn_predict
 from magflow.evaluate.linear_probe import (PAPER_EPOCHS, PAPER_PATIENCE, Probe, check_probe, fit_probe,
                                            probe_record)
 from magflow.evaluate.mad_tiles import MadScale, MadTiles, magnification
-from magflow.evaluate.segmentation import BACKGROUND, segmentation_scores, tile_coverage, tile_label_map
+from magflow.evaluate.segmentation import (BACKGROUND, confusion_scores, pixel_confusion, tile_coverage,
+                                          tile_label_map)
 from magflow.report.palette import write_label_png
 
 CONSISTENCY = "100 · mIoU(finest magnification) / mIoU(training magnification): 40× / 10× in the paper"
@@ -195,18 +197,17 @@ def table3(tiles: MadTiles, settings: TableSettingsLike) -> dict[str, Any]:
             "scores": per_mag, "left_out": left_out, "kmeans": kmeans}
 
 
-def _pooled(truth: list[np.ndarray], predicted: list[np.ndarray], region: list[np.ndarray],
-            names: list[str]) -> dict[str, Any]:
-    t, p, r = np.concatenate(truth), np.concatenate(predicted), np.concatenate(region)
-    labelled = t != BACKGROUND
-    out: dict[str, Any] = {"labelled_pixels": int(labelled.sum()), "covered_pixels": int((labelled & r).sum()),
-                           "coverage": float((labelled & r).sum() / max(int(labelled.sum()), 1))}
-    if not (labelled & r).any():
+def _scores(confusion: np.ndarray, labelled: int, names: list[str]) -> dict[str, Any]:
+    """Scores of the labelled pixels a magnification's tiles cover, from their confusion counts."""
+    covered = int(confusion.sum())
+    out: dict[str, Any] = {"labelled_pixels": labelled, "covered_pixels": covered,
+                           "coverage": covered / labelled if labelled else 0.0}
+    if not covered:
         return {**out, "mean_iou": None, "mean_dice": None, "pixel_accuracy": None}
-    s = segmentation_scores(t, p, r)
+    s = confusion_scores(confusion)
     return {**out, "mean_iou": s.mean_iou, "mean_dice": s.mean_dice, "pixel_accuracy": s.pixel_accuracy,
             "per_class_iou": {_name(names, c): v for c, v in s.per_class_iou.items()},
-            "per_class_dice": {_name(names, c): v for c, v in s.per_class_dice.items()}, "n_pixels": s.n_pixels}
+            "per_class_dice": {_name(names, c): v for c, v in s.per_class_dice.items()}}
 
 
 def table5(tiles: MadTiles, masks: Mapping[str, str | os.PathLike[str]], settings: TableSettingsLike,
@@ -224,14 +225,14 @@ def table5(tiles: MadTiles, masks: Mapping[str, str | os.PathLike[str]], setting
     test = tiles.slides_in("test")
     scored, missing = [s for s in test if s in masks], [s for s in test if s not in masks]
     if not scored:
-        raise ConfigError(f"MAD Table 5: none of the {len(test)} test slides has a label mask; add `label_mask` "
-                          "to their rows of the slide sheet")
+        raise ConfigError(f"MAD Table 5: none of the {len(test)} test slides has a label mask; give them one in "
+                          "the slide sheet's `annotation` column (phantom slides have their own)")
     maps = Path(maps_dir)
     maps.mkdir(parents=True, exist_ok=True)
     n_classes = len(tiles.class_names)
-    pooled: dict[float, tuple[list, list, list]] = {m: ([], [], []) for m in tiles.mpps}
+    confusion = {m: np.zeros((n_classes, n_classes), np.int64) for m in tiles.mpps}
+    labelled_pixels, n_tiles = 0, {m: 0 for m in tiles.mpps}
     per_slide: dict[str, Any] = {}
-    n_tiles = {m: 0 for m in tiles.mpps}
     for slide in scored:
         mask = read_label_mask(masks[slide])
         if list(mask.class_names) != list(tiles.class_names):
@@ -241,6 +242,8 @@ def table5(tiles: MadTiles, masks: Mapping[str, str | os.PathLike[str]], setting
             raise ConfigError(f"slide {slide}: label mask {masks[slide]} has background {mask.background}; the "
                               f"segmentation scores need background {BACKGROUND}")
         write_label_png(maps / f"{slide}.truth.png", mask.labels, n_classes)
+        labelled = int(np.count_nonzero(mask.labels != BACKGROUND))
+        labelled_pixels += labelled
         per_slide[slide] = {}
         for m in tiles.mpps:
             scale = tiles.scales[m]
@@ -249,15 +252,13 @@ def table5(tiles: MadTiles, masks: Mapping[str, str | os.PathLike[str]], setting
             painted = tile_label_map(scale.grid[r], predicted, scale.cell_um, mask.labels.shape, mask.mpp)
             covered = tile_coverage(scale.grid[r], scale.cell_um, mask.labels.shape, mask.mpp)
             write_label_png(maps / f"{slide}.{_mag_key(m)}.png", painted, n_classes)
+            slide_confusion = pixel_confusion(mask.labels, painted, covered, BACKGROUND, n_classes)
+            confusion[m] += slide_confusion
             n_tiles[m] += int(len(r))
-            for bucket, values in zip(pooled[m], (mask.labels, painted, covered)):
-                bucket.append(np.asarray(values).ravel())
-            per_slide[slide][_mag_key(m)] = _pooled([mask.labels.ravel()], [painted.ravel()], [covered.ravel()],
-                                                    tiles.class_names)
-    per_mag = {}
-    for m in tiles.mpps:
-        per_mag[_mag_key(m)] = {"mpp": m, "magnification": magnification(m), "n_tiles": n_tiles[m],
-                                **_pooled(*pooled[m], tiles.class_names)}
+            per_slide[slide][_mag_key(m)] = {"n_tiles": int(len(r)),
+                                              **_scores(slide_confusion, labelled, tiles.class_names)}
+    per_mag = {_mag_key(m): {"mpp": m, "magnification": magnification(m), "n_tiles": n_tiles[m],
+                             **_scores(confusion[m], labelled_pixels, tiles.class_names)} for m in tiles.mpps}
     return {"table": "MAD Table 5", "probe": probe_record(fitted), "train_mpp": train_mpp,
             "train_magnification": magnification(train_mpp), "n_train": int(len(rows["train"])),
             "n_val": int(len(rows["val"])), "seed": int(settings.seed), "slides": scored,

@@ -54,9 +54,12 @@ def tile_label_map(grid: ArrayLike, predicted: ArrayLike, cell_um: float, mask_s
     return out
 
 
-def segmentation_scores(truth: ArrayLike, predicted: ArrayLike, region: ArrayLike | None = None,
-                        ignore_label: int = BACKGROUND) -> SegmentationScores:
-    """Mean IoU, mean Dice and pixel accuracy of a predicted label map against the truth."""
+def pixel_confusion(truth: ArrayLike, predicted: ArrayLike, region: ArrayLike | None = None,
+                    ignore_label: int = BACKGROUND, n_classes: int = 0) -> NDArray[np.int64]:
+    """Counts of evaluated pixels (truth ≠ ``ignore_label``, inside ``region``) by [truth class, predicted class].
+
+    Summing the matrices of several slides pools their pixels without holding them all at once.
+    """
     t, p = np.asarray(truth, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
     if t.shape != p.shape:
         raise ValueError(f"truth {t.shape} and prediction {p.shape} must have one shape")
@@ -64,21 +67,34 @@ def segmentation_scores(truth: ArrayLike, predicted: ArrayLike, region: ArrayLik
     if region is not None:
         evaluated &= np.asarray(region, dtype=bool)
     t, p = t[evaluated], p[evaluated]
-    if t.size == 0:
+    if (t.size and t.min() < 0) or (p.size and p.min() < 0):
+        raise ValueError("class labels must be >= 0")
+    k = max(n_classes, int(t.max(initial=-1)) + 1, int(p.max(initial=-1)) + 1, ignore_label + 1)
+    return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+
+
+def confusion_scores(confusion: ArrayLike, ignore_label: int = BACKGROUND) -> SegmentationScores:
+    """Mean IoU, mean Dice and pixel accuracy from a :func:`pixel_confusion` matrix (see the module docstring)."""
+    m = np.asarray(confusion, dtype=np.int64)
+    total = int(m.sum())
+    if total == 0:
         raise ValueError("no labelled pixel to evaluate")
-    classes = np.setdiff1d(np.union1d(t, p), [ignore_label])
-    iou, dice = {}, {}
-    for c in classes:
-        in_t, in_p = t == c, p == c
-        both = int(np.count_nonzero(in_t & in_p))
-        iou[int(c)] = both / int(np.count_nonzero(in_t | in_p))
-        dice[int(c)] = 2 * both / (int(np.count_nonzero(in_t)) + int(np.count_nonzero(in_p)))
+    in_t, in_p, both = m.sum(axis=1), m.sum(axis=0), np.diagonal(m)
+    classes = [c for c in range(len(m)) if c != ignore_label and (in_t[c] or in_p[c])]
+    iou = {c: int(both[c]) / int(in_t[c] + in_p[c] - both[c]) for c in classes}
+    dice = {c: 2 * int(both[c]) / int(in_t[c] + in_p[c]) for c in classes}
     return SegmentationScores(
         mean_iou=float(np.mean(list(iou.values()))),
         mean_dice=float(np.mean(list(dice.values()))),
-        pixel_accuracy=float(np.mean(t == p)),
-        per_class_iou=iou, per_class_dice=dice, n_pixels=int(t.size),
+        pixel_accuracy=int(np.trace(m)) / total,
+        per_class_iou=iou, per_class_dice=dice, n_pixels=total,
     )
+
+
+def segmentation_scores(truth: ArrayLike, predicted: ArrayLike, region: ArrayLike | None = None,
+                        ignore_label: int = BACKGROUND) -> SegmentationScores:
+    """Mean IoU, mean Dice and pixel accuracy of a predicted label map against the truth."""
+    return confusion_scores(pixel_confusion(truth, predicted, region, ignore_label), ignore_label)
 
 
 def tile_coverage(grid: ArrayLike, cell_um: float, mask_shape: tuple[int, int], mask_mpp: float) -> NDArray[np.bool_]:
