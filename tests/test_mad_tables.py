@@ -132,6 +132,7 @@ def test_table5_paints_each_magnification_on_its_own_grid(tmp_path):
     assert result["consistency_percent"] == pytest.approx(100 * scores["40x"]["mean_iou"] / scores["10x"]["mean_iou"])
     assert result["probe"]["probe"] == "logistic" and result["train_mpp"] == 1.0 and result["n_train"] == 48
     assert result["slides"] == ["te"] and result["test_slides_without_mask"] == []
+    assert json.loads(json.dumps(result, allow_nan=False))["consistency_percent"] == result["consistency_percent"]
 
 
 def test_table5_with_the_paper_probe_and_bad_masks(tmp_path):
@@ -202,6 +203,7 @@ def test_table3_f1_per_class_and_pooled_kmeans_match_sklearn():
     assert kmeans["k"] == 3 and kmeans["seed"] == 7
     assert kmeans["ami"] == pytest.approx(adjusted_mutual_info_score(y, clusters), rel=1e-5)
     assert kmeans["davies_bouldin"] == pytest.approx(davies_bouldin_score(x, clusters), rel=1e-5)
+    assert json.loads(json.dumps(result, allow_nan=False))["kmeans"]["n"] == kmeans["n"]
 
 
 def test_table3_logistic_is_one_deterministic_run():
