@@ -94,7 +94,8 @@ def _check(settings: TableSettingsLike) -> tuple[str, int, int]:
     probe = check_probe(str(settings.probe), "evaluate.mad.probe")
     if int(settings.runs) < 1 or int(settings.knn_k) < 1:
         raise ConfigError(f"evaluate.mad: runs ({settings.runs}) and knn_k ({settings.knn_k}) must be >= 1")
-    epochs, patience = int(getattr(settings, "epochs", PAPER_EPOCHS)), int(getattr(settings, "patience", PAPER_PATIENCE))
+    epochs = int(getattr(settings, "epochs", PAPER_EPOCHS))
+    patience = int(getattr(settings, "patience", PAPER_PATIENCE))
     if epochs < 1 or patience < 1:
         raise ConfigError(f"evaluate.mad: epochs ({epochs}) and patience ({patience}) must be >= 1")
     return probe, epochs, patience
@@ -143,7 +144,8 @@ def _table3_scale(tiles: MadTiles, scale: MadScale, settings: TableSettingsLike,
         raise ValueError(f"{len(rows['train'])} labelled train tiles, fewer than k = {settings.knn_k}")
     truth = y[rows["test"]]
     classes = np.union1d(np.unique(y[rows["train"]]), np.unique(truth))
-    seeds = [int(settings.seed) + r for r in range(int(settings.runs))] if probe == "paper-linear" else [int(settings.seed)]
+    first = int(settings.seed)
+    seeds = [first + r for r in range(int(settings.runs))] if probe == "paper-linear" else [first]
     linear_preds, records = [], []
     for seed in seeds:
         fitted = _fit(probe, scale, rows, seed, epochs, patience)
