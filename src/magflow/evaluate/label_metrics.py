@@ -24,10 +24,11 @@ class LabelMetrics:
 
 
 def label_metrics(x: ArrayLike, y: ArrayLike, slides: ArrayLike, splits: Sequence[SlideSplit],
-                  k: int = KNN_K, c_grid: Sequence[float] = C_GRID) -> LabelMetrics:
+                  k: int = KNN_K, c_grid: Sequence[float] = C_GRID, probe: str = "logistic") -> LabelMetrics:
     """kNN and linear-probe scores of one mpp's embeddings on every split (made by ``seeded_splits``).
 
-    Per-class F1 covers every class in ``y``.
+    ``probe`` is the linear probe (``evaluate.probe``: ``logistic`` or ``paper-linear``, seeded by the
+    split's seed). Per-class F1 covers every class in ``y``.
     """
     x, y = np.asarray(x), np.asarray(y)
     classes = np.unique(y)
@@ -35,6 +36,6 @@ def label_metrics(x: ArrayLike, y: ArrayLike, slides: ArrayLike, splits: Sequenc
     for split in splits:
         rows = split.rows(slides)
         knn.append(knn_scores(x, y, rows, k, classes))
-        linear.append(linear_probe_scores(x, y, rows, c_grid, classes))
+        linear.append(linear_probe_scores(x, y, rows, c_grid, classes, probe=probe, seed=split.seed))
     return LabelMetrics(tuple(s.seed for s in splits), tuple(knn), tuple(linear),
                         summarize(knn), summarize(linear))

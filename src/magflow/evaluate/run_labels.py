@@ -19,7 +19,9 @@ from magflow.evaluate.cross_mpp import LabelledTiles, cross_mpp_matrix
 from magflow.evaluate.data import EvalData, mpp_key
 from magflow.evaluate.knn import KNN_K, KNN_METRIC, KNN_WEIGHTS
 from magflow.evaluate.label_metrics import label_metrics
-from magflow.evaluate.linear_probe import C_GRID, PROBE_CLASS_WEIGHT, PROBE_MAX_ITER, PROBE_SOLVER, PROBE_TOL
+from magflow.evaluate.linear_probe import (C_GRID, PAPER_BATCH, PAPER_EPOCHS, PAPER_LOSS, PAPER_LR, PAPER_OPTIMIZER,
+                                           PAPER_PATIENCE, PROBE_CLASS_WEIGHT, PROBE_MAX_ITER, PROBE_SOLVER,
+                                           PROBE_TOL)
 from magflow.evaluate.outcome import MetricResult, MetricSkipped
 from magflow.evaluate.settings import EvalContext
 from magflow.evaluate.split_plan import SplitPlan, plan_splits, require_labels, rows_problem
@@ -29,6 +31,17 @@ PROBE_CONSTANTS = {"knn": {"k": KNN_K, "metric": KNN_METRIC, "weights": KNN_WEIG
                               "class_weight": PROBE_CLASS_WEIGHT, "c_grid": list(C_GRID),
                               "c_chosen_by": "val balanced accuracy, then refit on train + val",
                               "scaling": "StandardScaler"}}
+
+
+def probe_constants(probe: str) -> dict[str, Any]:
+    """The probes' constants, the linear probe's for ``probe`` (``evaluate.probe``); each names its probe."""
+    if probe == "logistic":
+        return {"knn": PROBE_CONSTANTS["knn"], "linear": {"probe": "logistic", **PROBE_CONSTANTS["linear"]}}
+    return {"knn": PROBE_CONSTANTS["knn"],
+            "linear": {"probe": probe, "layer": "one nn.Linear on the raw embeddings", "optimizer": PAPER_OPTIMIZER,
+                       "lr": PAPER_LR, "batch_size": PAPER_BATCH, "loss": PAPER_LOSS, "epochs_max": PAPER_EPOCHS,
+                       "patience": PAPER_PATIENCE, "kept": "the epoch with the lowest val cross-entropy",
+                       "seed": "the split's seed"}}
 
 
 def probe_ready(data: EvalData, plan: SplitPlan) -> tuple[dict[float, np.ndarray], dict[str, str]]:
@@ -59,12 +72,14 @@ def probes(data: EvalData, context: EvalContext) -> MetricResult:
     ready, left_out = probe_ready(data, plan)
     per_mpp = {}
     for m, rows in ready.items():
-        scores = label_metrics(data.features(m, rows), data.labels[rows], data.slides[rows], plan.splits)
+        scores = label_metrics(data.features(m, rows), data.labels[rows], data.slides[rows], plan.splits,
+                               probe=context.settings.probe)
         per_mpp[mpp_key(m)] = {"n": len(rows), "knn": _summary(scores.knn_summary, data.class_names),
                                "linear": _summary(scores.linear_summary, data.class_names),
                                "per_seed": {"knn": scores.knn, "linear": scores.linear}}
-    result = {"mpps": list(ready), "left_out": left_out, "split": plan.describe(), "scores": per_mpp}
-    return MetricResult(result, plan.seeds, PROBE_CONSTANTS)
+    result = {"mpps": list(ready), "left_out": left_out, "split": plan.describe(), "scores": per_mpp,
+              "probe": context.settings.probe}
+    return MetricResult(result, plan.seeds, probe_constants(context.settings.probe))
 
 
 def cms_probes(data: EvalData, plan: SplitPlan) -> MetricResult:

@@ -9,6 +9,7 @@ from typing import Any
 
 from magflow.errors import ConfigError
 from magflow.evaluate.consistency import COARSE_MPP, FINE_MPP
+from magflow.evaluate.linear_probe import check_probe
 from magflow.evaluate.rankme import PAPER, RANKME_DEFINITIONS
 from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION
 
@@ -23,6 +24,7 @@ class EvalSettings:
     """The ``evaluate`` block of the config (see config/README.md); every field has the default shown."""
 
     protocol: str = "magflow"  # how the probes are fitted and scored, see PROTOCOLS
+    probe: str = "logistic"  # magflow protocol's linear probe: logistic, or paper-linear (the MAD paper's classifier)
     rankme_definition: str = PAPER  # paper: singular values, uncentred; covariance: the released code's
     splits: str = "auto"  # seeded: seeded slide splits; sheet: the sheet's split column; auto: seeded if possible
     seeds: tuple[int, ...] = SEEDS
@@ -52,6 +54,7 @@ class EvalSettings:
         if out.splits not in SPLIT_MODES or not out.seeds or out.fine_mpp >= out.coarse_mpp:
             raise ConfigError(f"evaluate: splits must be one of {SPLIT_MODES}, seeds non-empty and fine_mpp < "
                               f"coarse_mpp; got {out}")
+        check_probe(out.probe, "evaluate.probe")
         if out.protocol not in PROTOCOLS or out.rankme_definition not in RANKME_DEFINITIONS:
             raise ConfigError(f"evaluate: protocol must be one of {PROTOCOLS} and rankme.definition one of "
                               f"{RANKME_DEFINITIONS}; got {out.protocol!r}, {out.rankme_definition!r}")
