@@ -23,6 +23,7 @@ from magflow.pretrain.runs import RUN_COLUMNS, check_runs, is_mad, mad_settings,
 from magflow.report.names import FIGURES, TABLES
 from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
 from magflow.sheet import read_sheet
+from magflow.slides.phantom_step import PHANTOM_SHEET_COLUMNS
 from magflow.sheet_lines import data_lines, row_lines
 from magflow.writable import check_writable, folder_problems
 
@@ -44,7 +45,8 @@ onstart:
 ignore_warning_signal()
 
 
-SLIDE_ENTRIES = read_sheet(config["slides"], extra_columns=config.get("aggregate", {}).get("tasks") or ())  # task columns
+SLIDE_ENTRIES = read_sheet(config["slides"], extra_columns=[*(config.get("aggregate", {}).get("tasks") or ()),
+                                                             *PHANTOM_SHEET_COLUMNS])  # task columns, cross_scale
 SLIDES = pd.DataFrame([entry.as_dict() for entry in SLIDE_ENTRIES]).set_index("slide_id", drop=False)
 validate(SLIDES.astype(object).where(SLIDES.notna(), None), "../schemas/slides.schema.yaml")
 SLIDE_IDS = list(SLIDES.index)
@@ -77,6 +79,11 @@ def slide_brightfield_check(wildcards):
 def slide_label(wildcards):
     label = slide_entry(wildcards.slide_id)["label"]
     return None if pd.isna(label) else str(label)
+
+
+def slide_cross_scale(wildcards):
+    """The sheet's `cross_scale` column (a phantom's planted cross-scale label), None when empty or absent."""
+    return next(e.value("cross_scale") for e in SLIDE_ENTRIES if e.slide_id == wildcards.slide_id)
 
 
 TILESETS = list(config["tilesets"])

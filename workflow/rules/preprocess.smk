@@ -8,6 +8,7 @@ rule phantom:
         meta="results/phantom/{slide_id}.json",
     params:
         label=slide_label,
+        cross_scale=slide_cross_scale,
         settings=config["phantom"],
     group:
         "per_slide"

@@ -9,4 +9,5 @@ make_phantom(
     snakemake.output.slide,
     snakemake.output.labels,
     snakemake.output.meta,
+    snakemake.params.cross_scale,
 )

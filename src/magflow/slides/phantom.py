@@ -22,6 +22,7 @@ from ..atomic import atomic_path
 from ..errors import ConfigError
 from .aperio_tiff import pyramid, write_aperio_tiff
 from .phantom_cells import make_textures, place_nuclei
+from .phantom_cross import PLANTED, scale_statistics
 from .phantom_design import CLASS_NAMES, CLASSES, GENERATOR_VERSION, RARE_CLASS, PhantomParams
 from .phantom_layout import PhantomLayout, build_layout
 from .phantom_render import render_rgb
@@ -38,6 +39,7 @@ class PhantomSpec:
     mpp: float = 0.25
     seed: int = 0
     label: int = 0  # 1 = the rare class is present
+    cross_scale: int | None = None  # 0/1: plant the cross-scale label (phantom_cross); None: do not
     tissue: bool = True  # False: glass only
     write_mpp: bool = True  # False: the slide file carries no mpp at all
     jpeg_quality: int = 90
@@ -49,6 +51,11 @@ class PhantomSpec:
             (self.mpp > 0 and self.label_mpp > 0, "mpp and label_mpp must be positive"),
             (self.label in (0, 1), "label must be 0 or 1"),
             (self.tissue or self.label == 0, "label=1 needs tissue=True (the rare class lives in tissue)"),
+            (self.cross_scale in (None, 0, 1), "cross_scale must be 0, 1 or None"),
+            (self.cross_scale is None or self.tissue, "cross_scale needs tissue=True"),
+            (self.cross_scale is None or self.label == self.cross_scale,
+             "with cross_scale set, label must equal it (large cells in nests, the rare class, are "
+             "present iff cross_scale is 1)"),
             (1 <= self.jpeg_quality <= 100, "jpeg_quality must be in 1..100"),
         ]
         for ok, message in checks:
@@ -63,16 +70,21 @@ class PhantomSpec:
 
 def phantom_layout(spec: PhantomSpec, params: PhantomParams = PhantomParams()) -> PhantomLayout:
     """The labels and architecture alone (cheap: no pixels are drawn)."""
-    return build_layout(spec.width_um, spec.height_um, spec.label_mpp, spec.seed, spec.label, spec.tissue, params)
+    return build_layout(spec.width_um, spec.height_um, spec.label_mpp, spec.seed, spec.label, spec.tissue, params,
+                        spec.cross_scale)
 
 
 def render_phantom(spec: PhantomSpec, params: PhantomParams = PhantomParams()) -> tuple[np.ndarray, np.ndarray]:
     """(level-0 RGB uint8 rows x cols x 3 at ``spec.mpp``, class labels uint8 at ``spec.label_mpp``)."""
+    rgb, layout = _render(spec, params)
+    return rgb, layout.labels
+
+
+def _render(spec: PhantomSpec, params: PhantomParams) -> tuple[np.ndarray, PhantomLayout]:
     layout = phantom_layout(spec, params)
     textures = make_textures(spec.seed, layout)
     nuclei = place_nuclei(spec.seed, layout, textures, spec.width_um, spec.height_um, params)
-    rgb = render_rgb(layout, textures, nuclei, spec.shape_px, spec.mpp, spec.seed)
-    return rgb, layout.labels
+    return render_rgb(layout, textures, nuclei, spec.shape_px, spec.mpp, spec.seed), layout
 
 
 def write_phantom(spec: PhantomSpec, slide_path: Path, labels_path: Path, meta_path: Path) -> dict[str, Any]:
@@ -81,9 +93,10 @@ def write_phantom(spec: PhantomSpec, slide_path: Path, labels_path: Path, meta_p
     All three are written under temporary names and renamed into place only when all succeeded.
     """
     slide_path, labels_path, meta_path = Path(slide_path), Path(labels_path), Path(meta_path)
-    rgb, labels = render_phantom(spec)
+    rgb, layout = _render(spec, PhantomParams())
+    labels = layout.labels
     levels = pyramid(rgb)
-    text = json.dumps(_metadata(spec, labels, levels, slide_path, labels_path), indent=2) + "\n"
+    text = json.dumps(_metadata(spec, layout, levels, slide_path, labels_path), indent=2) + "\n"
     with atomic_path(slide_path) as slide_tmp, atomic_path(labels_path) as labels_tmp, \
             atomic_path(meta_path) as meta_tmp:
         write_aperio_tiff(slide_tmp, levels, spec.jpeg_quality, app_mag=10.0 / spec.mpp,
@@ -93,8 +106,9 @@ def write_phantom(spec: PhantomSpec, slide_path: Path, labels_path: Path, meta_p
     return json.loads(text)
 
 
-def _metadata(spec: PhantomSpec, labels: np.ndarray, levels: list[np.ndarray], slide_path: Path,
+def _metadata(spec: PhantomSpec, layout: PhantomLayout, levels: list[np.ndarray], slide_path: Path,
               labels_path: Path) -> dict[str, Any]:
+    labels = layout.labels
     counts = np.bincount(labels.ravel(), minlength=len(CLASS_NAMES)).astype(float)
     tissue = counts[1:].sum()
     rows, cols = spec.shape_px
@@ -106,6 +120,7 @@ def _metadata(spec: PhantomSpec, labels: np.ndarray, levels: list[np.ndarray], s
         "labels": labels_path.name,
         "seed": spec.seed,
         "slide_label": spec.label,
+        "cross_scale": spec.cross_scale,
         "tissue": spec.tissue,
         "mpp": spec.mpp,
         "mpp_written": spec.write_mpp,
@@ -123,4 +138,11 @@ def _metadata(spec: PhantomSpec, labels: np.ndarray, levels: list[np.ndarray], s
         "tissue_fraction": float(tissue / counts.sum()),
         "rare_fraction_of_tissue": float(counts[RARE_CLASS] / tissue) if tissue else 0.0,
         "parameters": asdict(PhantomParams()),
+        **({} if spec.cross_scale is None else {"cross_scale_truth": {
+            "planted": PLANTED[spec.cross_scale],
+            "fractions_of_tissue": scale_statistics(labels, layout.sd_epithelium, layout.sd_tissue),
+            "definition": "cells: where nuclei are centred (glass, stroma incl. nest septa, small, large), "
+                          "without architecture; architecture: per class, without cell type; joint: class "
+                          "cell type x architecture. Only the joint fractions depend on cross_scale.",
+        }}),
     }

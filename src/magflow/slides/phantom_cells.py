@@ -62,7 +62,7 @@ def place_nuclei(
     rng = stream(seed, "nuclei")
     parts = []
     cell_classes = {SMALL: "small", LARGE: "large"}
-    margin = 0.6 * params.small_nucleus_radius_um
+    margin = params.nucleus_margin_um
     for kind, radius in ((SMALL, params.small_nucleus_radius_um), (LARGE, params.large_nucleus_radius_um)):
         spacing = radius * np.sqrt(np.pi / (params.nuclear_area_fraction * np.sqrt(3) / 2))
         xy = jittered_hex_lattice(rng, width_um, height_um, spacing, 0.12)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the cross-scale label (phantom_cross); slides without it are unchanged
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,8 @@ class PhantomParams:
     nest_spacing_um: float = 165.0
     nest_radius_um: float = 65.0
     fibroblasts_per_mm2: float = 900.0
+
+    @property
+    def nucleus_margin_um(self) -> float:
+        """How far inside their compartment (and the tissue) epithelial nuclei are centred, for both cell types."""
+        return 0.6 * self.small_nucleus_radius_um

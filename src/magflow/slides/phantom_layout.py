@@ -14,6 +14,7 @@ from itertools import chain
 import numpy as np
 from scipy import ndimage
 
+from .phantom_cross import plant_cross_scale
 from .phantom_design import CLASS_INDEX, CLASSES, COMMON_CLASSES, RARE_CLASS, PhantomParams
 from .phantom_noise import cell_index, jittered_hex_lattice, nearest_centre, smooth_noise, stream
 
@@ -38,18 +39,26 @@ def grid_shape(width_um: float, height_um: float, cell_um: float) -> tuple[int, 
 
 def build_layout(
     width_um: float, height_um: float, cell_um: float, seed: int, label: int, tissue: bool,
-    params: PhantomParams,
+    params: PhantomParams, cross_scale: int | None = None,
 ) -> PhantomLayout:
-    """Tissue fragments, class regions, the rare class (iff ``label == 1``) and architecture."""
+    """Tissue fragments, class regions, the rare class (iff ``label == 1``) and architecture.
+
+    With ``cross_scale`` 0 or 1 the sheet and nest regions are planted instead with the cross-scale
+    arrangement (``phantom_cross``); the rare class is then present iff ``cross_scale == 1``.
+    """
     shape = grid_shape(width_um, height_um, cell_um)
     mask = _tissue_mask(stream(seed, "tissue"), shape, params) if tissue else np.zeros(shape, bool)
     labels = _regions(stream(seed, "regions"), mask, cell_um, params)
     nests = jittered_hex_lattice(stream(seed, "nests"), width_um, height_um, params.nest_spacing_um, 0.1)
-    if label == 1 and mask.any():
+    if cross_scale is None and label == 1 and mask.any():
         _add_rare(stream(seed, "rare"), labels, mask, nests, cell_um, params)
-    sd_epi, sd_lumen = _architecture(seed, labels, nests, cell_um, width_um, height_um, params)
     sd_tissue = (ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)) * cell_um
     sd_tissue = np.where(mask, sd_tissue - 0.5 * cell_um, sd_tissue + 0.5 * cell_um)
+    fields, gland_lumen = _architecture_fields(seed, shape, nests, cell_um, width_um, height_um, params)
+    if cross_scale is not None:
+        plant_cross_scale(stream(seed, "cross-scale"), labels, cross_scale, fields["nests"], sd_tissue, cell_um,
+                          params)
+    sd_epi, sd_lumen = _compose_architecture(labels, fields, gland_lumen)
     smooth = [ndimage.gaussian_filter(np.clip(f, -CLIP_UM, CLIP_UM).astype(np.float32), 0.75)
               for f in (sd_tissue, sd_epi, sd_lumen)]
     return PhantomLayout(cell_um, labels, *smooth)
@@ -138,12 +147,12 @@ def _add_rare(
             break
 
 
-def _architecture(
-    seed: int, labels: np.ndarray, nests: np.ndarray, cell_um: float, width_um: float, height_um: float,
+def _architecture_fields(
+    seed: int, shape: tuple[int, int], nests: np.ndarray, cell_um: float, width_um: float, height_um: float,
     params: PhantomParams,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Signed distances (µm) to the epithelial compartment and to lumens, class by class."""
-    shape = labels.shape
+) -> tuple[dict[str, np.ndarray | float], np.ndarray]:
+    """Each architecture's signed distance (µm) to its epithelial compartment over the whole grid, and
+    the signed distance to gland lumens; none depends on the class labels."""
     rng = stream(seed, "architecture")
     wobble = 5.0 * smooth_noise(rng, shape, 8.0 / cell_um)  # µm, roughens every boundary
 
@@ -164,8 +173,14 @@ def _architecture(
     period = params.band_period_um
     band_epi = (0.25 - np.abs(np.mod(across / period, 1.0) - 0.5)) * period + wobble
 
-    by_architecture = {"sheet": CLIP_UM, "glands": gland_epi, "bands": band_epi, "nests": nest_epi}
-    sd_epi = np.full(shape, -CLIP_UM, np.float32)
+    return {"sheet": CLIP_UM, "glands": gland_epi, "bands": band_epi, "nests": nest_epi}, gland_lumen
+
+
+def _compose_architecture(
+    labels: np.ndarray, by_architecture: dict[str, np.ndarray | float], gland_lumen: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distances (µm) to the epithelial compartment and to lumens, class by class."""
+    sd_epi = np.full(labels.shape, -CLIP_UM, np.float32)
     for index, cls in enumerate(CLASSES):
         if cls.architecture in by_architecture:
             sd_epi = np.where(labels == index, by_architecture[cls.architecture], sd_epi)

@@ -1,4 +1,5 @@
-"""The `phantom` step: write one demo slide from the config's phantom settings and its sheet label."""
+"""The `phantom` step: write one demo slide from the config's phantom settings and its sheet label
+(`label`: the rare class; `cross_scale`: the planted cross-scale label, see ``phantom_cross``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import numpy as np
 from magflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+# Slide sheet columns the phantom step reads besides the standard ones (the workflow keeps them).
+PHANTOM_SHEET_COLUMNS = ("cross_scale",)
 
 
 def phantom_seed(base_seed: int, slide_id: str) -> int:
@@ -32,18 +36,39 @@ def phantom_label(slide_id: str, label: str | None) -> int:
                       f"(1 = the rare class is present), got '{label}'")
 
 
+def phantom_cross_scale(slide_id: str, cross_scale: str | None, label: str | None) -> int | None:
+    """The sheet's `cross_scale` (empty: none planted) and the `label` it implies: 0/1, or None."""
+    if cross_scale in (None, ""):
+        return None
+    if cross_scale not in ("0", "1", "0.0", "1.0"):
+        raise ConfigError(f"Slide '{slide_id}': a phantom slide's `cross_scale` in the slide sheet must be 0, 1 "
+                          f"or empty (1 = large cells in nests and small cells in sheets, 0 = the reverse), "
+                          f"got '{cross_scale}'")
+    value = int(float(cross_scale))
+    if label not in (None, "") and phantom_label(slide_id, label) != value:
+        raise ConfigError(f"Slide '{slide_id}': `label` {label} contradicts `cross_scale` {cross_scale} in the slide "
+                          "sheet: a cross-scale phantom has the rare class (large cells in nests) iff cross_scale "
+                          "is 1; leave `label` empty or give it the cross_scale value")
+    return value
+
+
 def make_phantom(slide_id: str, label: str | None, settings: Mapping[str, Any],
                  slide_path: str | os.PathLike[str], labels_path: str | os.PathLike[str],
-                 meta_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write a phantom slide, its ground-truth label mask and metadata, as the config describes."""
+                 meta_path: str | os.PathLike[str], cross_scale: str | None = None) -> dict[str, Any]:
+    """Write a phantom slide, its ground-truth label mask and metadata, as the config and sheet describe."""
     from magflow.slides.phantom import PhantomSpec, write_phantom
 
     override = dict(settings.get("per_slide", {}).get(slide_id, {}))
     seed = override.pop("seed", phantom_seed(int(settings.get("seed", 0)), slide_id))
     geometry = {k: settings[k] for k in ("width_um", "height_um", "mpp", "jpeg_quality") if k in settings}
     geometry.update(override)
-    spec = PhantomSpec(seed=seed, label=phantom_label(slide_id, label), **geometry)
+    planted = phantom_cross_scale(slide_id, cross_scale, label)
+    spec = PhantomSpec(seed=seed, label=phantom_label(slide_id, label) if planted is None else planted,
+                       cross_scale=planted, **geometry)
     log.info("%s: phantom %s", slide_id, spec)
-    meta = write_phantom(spec, Path(slide_path), Path(labels_path), Path(meta_path))
+    try:
+        meta = write_phantom(spec, Path(slide_path), Path(labels_path), Path(meta_path))
+    except ConfigError as error:
+        raise ConfigError(f"Slide '{slide_id}': {error}") from None
     log.info("%s: wrote %s", slide_id, slide_path)
     return meta
