@@ -156,3 +156,35 @@ def test_the_sidecar_records_the_planted_value_and_its_truth(tmp_path):
     plain = make_phantom("p", "1", {"seed": 0, "mpp": 4.0, "width_um": 512, "height_um": 512},
                          tmp_path / "p.tiff", tmp_path / "p.png", tmp_path / "p.json")
     assert plain["cross_scale"] is None and "cross_scale_truth" not in plain
+
+
+@pytest.mark.slow
+def test_the_workflow_plants_the_sheet_column(tmp_path):
+    """The `phantom` rule reads `cross_scale` from the slide sheet: the value planted is the column's value,
+    an empty cell plants nothing, and a bad cell stops that job naming the slide and the column."""
+    import json
+
+    import yaml
+    from test_workflow import REPO, make_project, run
+
+    rows = ["xs_one\tresults/phantom/xs_one.tiff\t\ttrain\tp1\t\t1",
+            "xs_none\tresults/phantom/xs_none.tiff\t\ttest\tp2\t0\t",
+            "xs_bad\tresults/phantom/xs_bad.tiff\t\ttest\tp3\t\tmaybe"]
+    root = make_project(tmp_path / "wf", [])
+    sheet = root / "config" / "slides.tsv"
+    sheet.write_text("slide_id\tpath\tmpp\tsplit\tgroup\tlabel\tcross_scale\n" + "".join(r + "\n" for r in rows))
+    config_path = root / "config" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["phantom"]["per_slide"] = {"xs_one": {"mpp": 2.0, "width_um": SIZE_UM, "height_um": SIZE_UM, "seed": 5},
+                                      "xs_none": {"mpp": 2.0}, "xs_bad": {"mpp": 2.0}}
+    config_path.write_text(yaml.safe_dump(config))
+    targets = [f"results/phantom/{s}.json" for s in ("xs_one", "xs_none", "xs_bad")]
+    done = run(["-s", str(REPO / "Snakefile"), "--cores", "1", "--keep-going", *targets], root)
+    assert done.returncode != 0  # xs_bad
+    one = json.loads((root / "results" / "phantom" / "xs_one.json").read_text())
+    none = json.loads((root / "results" / "phantom" / "xs_none.json").read_text())
+    assert (one["cross_scale"], one["slide_label"]) == (1, 1) and "cross_scale_truth" in one
+    assert none["cross_scale"] is None and "cross_scale_truth" not in none
+    assert not (root / "results" / "phantom" / "xs_bad.json").exists()
+    log = (root / "logs" / "phantom" / "xs_bad.log").read_text() + done.stderr
+    assert "Slide 'xs_bad'" in log and "`cross_scale`" in log and "'maybe'" in log
