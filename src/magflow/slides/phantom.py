@@ -3,6 +3,8 @@
 A phantom is an Aperio-style pyramidal TIFF (``write_phantom``) plus a uint8 PNG of class
 indices at ``label_mpp`` and a JSON sidecar. Its classes differ at different scales (cell
 detail vs architecture, see ``phantom_design``), so no single magnification separates them all.
+A slide can also carry the planted cross-scale label (``PhantomSpec.cross_scale``, see
+``phantom_cross``): told by neither cell type nor architecture alone, only by their combination.
 The layout is defined in µm from the seed alone: the same seed at another ``mpp`` gives the
 same tissue and labels, drawn at another resolution.
 """
