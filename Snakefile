@@ -25,6 +25,7 @@ include: "workflow/rules/sampler.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/mad.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/benchmark.smk"
 
@@ -47,6 +48,7 @@ rule all:
         pretrain_targets(),
         embed_targets(),
         evaluation_targets(),
+        mad_targets(),
         aggregate_targets(),
         benchmark_targets(),
     default_target: True

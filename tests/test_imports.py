@@ -7,7 +7,7 @@ HEAVY = ("torch", "timm", "sklearn", "matplotlib", "tensorboard")
 # every magflow module workflow/rules/common.smk imports
 WORKFLOW_IMPORTS = ["magflow.aggregate.methods", "magflow.aggregate.settings", "magflow.config",
                     "magflow.embed.external", "magflow.embed.labels", "magflow.errors", "magflow.evaluate.families",
-                    "magflow.evaluate.settings", "magflow.pretrain.mad_config", "magflow.pretrain.runs",
+                    "magflow.evaluate.mad_eval", "magflow.evaluate.settings", "magflow.pretrain.mad_config", "magflow.pretrain.runs",
                     "magflow.pretrain.train_config", "magflow.report.names", "magflow.sampling.sweep", "magflow.sheet"]
 
 

@@ -49,6 +49,7 @@ SAME_AT_BOTH_SCALES = [
     "embed.external",
     "evaluate.splits", "evaluate.seeds", "evaluate.test_fraction", "evaluate.val_fraction",  # the protocol
     "evaluate.hierarchy.*", "evaluate.segmentation.*",
+    "evaluate.mad.*",                               # the MAD paper's protocol (Tables 3-5) at both scales
     "evaluate.protocol", "evaluate.rankme.*",       # named protocol and RankMe definition, chosen per study
     "benchmarks",                                   # the user's benchmark folders, none by default
     "aggregate.tileset", "aggregate.encoder", "aggregate.t", "aggregate.modes",

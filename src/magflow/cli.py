@@ -108,6 +108,48 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mad_embed(args: argparse.Namespace) -> int:
+    from magflow.evaluate.mad_embed import embed_mad_tiles
+    from magflow.sheet import read_sheet
+
+    model = _encoder_source(args)
+    if args.init_control:
+        if not args.model_dir:
+            raise ConfigError("--init-control embeds a run's initialisation: give the run with --model-dir")
+        model = InitControl(args.model_dir)
+    splits = {e.slide_id: e.split for e in read_sheet(args.sheet)}
+    tiles = embed_mad_tiles(args.stores, args.out, model, splits=splits, labels=_pairs(args.masks, "--masks"),
+                            name=args.name, batch_size=args.batch_size, device=args.device)
+    for mpp in tiles.mpps:
+        scale = tiles.scales[mpp]
+        print(f"{mpp:g} mpp: {len(scale.slides)} tiles, {int((scale.labels >= 0).sum())} labelled")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _mad_eval(args: argparse.Namespace) -> int:
+    from magflow.evaluate.mad_eval import MadEvalSettings, evaluate_mad
+
+    out = Path(args.out)
+    record = evaluate_mad(args.tiles, out, masks=_pairs(args.masks, "--masks"),
+                          settings=MadEvalSettings.from_config(json.loads(args.settings)),
+                          maps_dir=args.maps_dir or out.parent / "segmentation", pca=args.pca)
+    for key in ("hierarchy", "table3", "table5"):
+        section = record[key]
+        print(f"{key}: {section['status']}" + (f" ({section['reason']})" if section.get("reason") else ""))
+    print(f"wrote {out}" + (f" and {args.pca}" if args.pca else ""))
+    return 0
+
+
+def _mad_report(args: argparse.Namespace) -> int:
+    from magflow.report.mad_report import write_mad_tables
+
+    html = write_mad_tables(_pairs(args.records, "records"), args.out_tsv, args.out_html,
+                            table3_tsv=args.table3_tsv, table5_tsv=args.table5_tsv)
+    print(f"wrote {html} and {args.out_tsv}")
+    return 0
+
+
 def _benchmark(args: argparse.Namespace) -> int:
     from magflow.benchmark.config import BenchmarkSpec
     from magflow.benchmark.run import run_benchmark
@@ -430,6 +472,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label masks (with their JSON sidecars) of the slides segmentation is scored on")
     p.add_argument("--settings", default="{}", help='the config\'s evaluate block as JSON, e.g. \'{"splits": "sheet"}\'')
     p.set_defaults(handler=_evaluate)
+
+    p = steps.add_parser("mad-embed", help="embed every tile of every scale of the mad tile stores on their own grids "
+                                           "(one model), with tile labels and the sheet's splits")
+    p.add_argument("stores", nargs="+", help="the mad tile stores of every slide, e.g. results/tiles/mad/*.h5")
+    p.add_argument("--out", required=True, help="output HDF5 file, e.g. results/mad/MODEL/tiles.h5")
+    _add_encoder_arguments(p)
+    p.add_argument("--init-control", action="store_true",
+                   help="embed the --model-dir run's network at initialisation (its control, named RUN~init)")
+    p.add_argument("--sheet", required=True, help="the slide sheet: its split column (train / val / test)")
+    p.add_argument("--masks", nargs="*", default=[], metavar="SLIDE_ID=PATH",
+                   help="label masks (with their JSON sidecars): a tile's label is the majority class under it")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
+    p.set_defaults(handler=_mad_embed)
+
+    p = steps.add_parser("mad-eval", help="the MAD paper's Tables 3, 4 (Δhier / Δsem) and 5 and its Fig 3 for one "
+                                          "model's mad tile embeddings")
+    p.add_argument("tiles", help="what mad-embed wrote, e.g. results/mad/MODEL/tiles.h5")
+    p.add_argument("--out", required=True, help="the JSON record, e.g. results/mad/MODEL/mad.json")
+    p.add_argument("--masks", nargs="*", default=[], metavar="SLIDE_ID=PATH",
+                   help="label masks of the test slides, the ground truth of Table 5")
+    p.add_argument("--settings", default="{}", help='the config\'s evaluate.mad block as JSON, e.g. \'{"bootstrap": 200}\'')
+    p.add_argument("--maps-dir", help="Table 5's label maps (default: segmentation/ beside --out)")
+    p.add_argument("--pca", help="also draw Fig 3 (PNG), e.g. results/report/MODEL/mad_pca.png")
+    p.set_defaults(handler=_mad_eval)
+
+    p = steps.add_parser("mad-report", help="the MAD paper's Tables 3, 4 and 5 of several models: HTML and TSVs")
+    p.add_argument("records", nargs="+", metavar="MODEL=PATH", help="each model's mad.json, in row order")
+    p.add_argument("--out-html", required=True, help="e.g. results/report/mad_tables.html")
+    p.add_argument("--out-tsv", required=True, help="Table 4, e.g. results/report/mad_tables.tsv")
+    p.add_argument("--table3-tsv", help="Table 3 as TSV")
+    p.add_argument("--table5-tsv", help="Table 5 as TSV")
+    p.set_defaults(handler=_mad_report)
 
     p = steps.add_parser("report", help="figures of evaluated models, their RankMe comparison and index.html")
     p.add_argument("models", nargs="+", help="model names (folders of --eval-root and --embeddings-root)")

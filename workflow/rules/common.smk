@@ -15,6 +15,7 @@ from magflow.aggregate.settings import MILConfig, aggregation_wanted, check_mixe
 from magflow.config import requested_targets
 from magflow.errors import ConfigError
 from magflow.evaluate.families import METRIC_NAMES
+from magflow.evaluate.mad_eval import MadEvalSettings, check_mad_scales
 from magflow.evaluate.settings import EvalSettings
 from magflow.pretrain.train_config import TrainConfig, check_run_columns
 from magflow.pretrain.mad_config import check_mad_runs
@@ -370,6 +371,41 @@ def evaluation_figure_files():
 def evaluation_targets():
     return (evaluation_records() + evaluation_figure_files()
             + ["results/report/rankme_profiles.png", "results/report/index.html"])
+
+
+# -- the MAD paper's evaluation: the mad tile set embedded on its own grids by each model, Tables 3-5, Fig 3 ----
+MAD_EVAL = MadEvalSettings.from_config(EVALUATE.get("mad"))  # invalid settings stop the run before any job
+if MAD_EVAL.tileset not in config["tilesets"]:
+    raise ConfigError(f"evaluate.mad.tileset: '{MAD_EVAL.tileset}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
+MAD_EVAL_SCALES = sorted(config["tilesets"][MAD_EVAL.tileset]["scales"], reverse=True)
+check_mad_scales(MAD_EVAL_SCALES, f"tilesets.{MAD_EVAL.tileset}.scales")
+
+
+def mad_eval_models():
+    """The models of the MAD evaluation: MAD runs first (the paper's), then the other runs and the external
+    models, evaluate.mad.max_models of them, each run followed by its control."""
+    runs = list(RUN_SPACE.instance_patterns)
+    order = [r for r in runs if r in _MAD_RUNS] + [r for r in runs if r not in _MAD_RUNS] + list(EXTERNAL_MODELS)
+    chosen = order if MAD_EVAL.max_models is None else order[:MAD_EVAL.max_models]
+    return [m for model in chosen for m in (model, control_name(model)) if m == model or m in CONTROLS]
+
+
+# Only slides with a label mask: every score reads labelled tiles (Fig 3 too draws test-slide parents), so a slide
+# without one would be embedded for nothing; without any, there is no MAD evaluation.
+MAD_SLIDES = [s for s in SLIDE_IDS if s in eval_masks()]
+MAD_MODELS = mad_eval_models() if MAD_SLIDES else []
+
+
+def mad_tables_files():
+    """What the mad_report rule writes (none without a model to evaluate)."""
+    if not MAD_MODELS:
+        return []
+    return [f"results/report/mad_{name}" for name in ("tables.html", "tables.tsv", "table3.tsv", "table5.tsv")]
+
+
+def mad_targets():
+    return (expand("results/mad/{model}/mad.json", model=MAD_MODELS)
+            + expand("results/report/{model}/mad_pca.png", model=MAD_MODELS) + mad_tables_files())
 
 
 # -- region aggregation: regions of one frozen tile encoder, mixer runs (objective x r x c), AB-MIL --------

@@ -248,6 +248,7 @@ rule report_index:
         manifest=f"results/tiles/{EMBED['tileset']}/manifest.tsv",
         slides="results/qc/slides.tsv",
         **({"slide_level": "results/report/abmil_auroc.tsv"} if AGG_ENCODER is not None else {}),
+        **({"mad": "results/report/mad_tables.tsv"} if MAD_MODELS else {}),
         benchmarks=benchmark_report_files(),
     output:
         report(

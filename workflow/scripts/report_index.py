@@ -10,5 +10,6 @@ write_index(
     manifests=[snakemake.input.manifest],
     slide_table=snakemake.input.slides,
     slide_level=snakemake.input.get("slide_level"),
+    mad=snakemake.input.get("mad"),
     benchmarks=snakemake.params.benchmarks,
 )

@@ -40,6 +40,7 @@ class EvalSettings:
         hierarchy = values.pop("hierarchy", None) or {}
         segmentation = values.pop("segmentation", None) or {}
         rankme = values.pop("rankme", None) or {}
+        values.pop("mad", None)  # the MAD paper's evaluation: magflow.evaluate.mad_eval.MadEvalSettings
         values.update({k: v for k, v in {"coarse_mpp": hierarchy.get("coarse_mpp"),
                                          "fine_mpp": hierarchy.get("fine_mpp"),
                                          "segmentation_mpp": segmentation.get("train_mpp"),

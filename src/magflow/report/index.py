@@ -192,6 +192,18 @@ def _slide_level(tsv: str | os.PathLike[str] | None) -> list[str]:
             table(read_tsv(tsv), "AUROC (rows: methods and settings; columns: tasks)")]
 
 
+def _mad(tsv: str | os.PathLike[str] | None) -> list[str]:
+    if not tsv:
+        return []
+    note = ("<p>The MAD paper's evaluation on the <code>mad</code> tile set's own grids (2.5×, 10×, 40×): Table 4 "
+            "below; Tables 3 (per-class F1, AMI / DBI) and 5 (segmentation across magnifications, consistency %) with "
+            "all three side by side: <a href='mad_tables.html'>mad_tables.html</a>; records: "
+            "<code>results/mad/&lt;model&gt;/mad.json</code>; Fig 3: <code>&lt;model&gt;/mad_pca.png</code>.</p>")
+    return ["<h2 id='mad'>MAD evaluation</h2>", note,
+            table(read_tsv(tsv), "Table 4: Δhier and Δsem per scale pair (means over test-slide parents, bootstrap "
+                  "95% interval)", warn_key="note")]
+
+
 def _benchmarks(panels: Mapping[str, Mapping[str, str | os.PathLike[str]]] | None) -> list[str]:
     if not panels:
         return []
@@ -212,11 +224,13 @@ def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: 
                 config: Mapping[str, Any] | None = None, manifests: Sequence[str | os.PathLike[str]] = (),
                 slide_table: str | os.PathLike[str] | None = None,
                 slide_level: str | os.PathLike[str] | None = None,
-                benchmarks: Mapping[str, Mapping[str, str | os.PathLike[str]]] | None = None) -> Path:
+                benchmarks: Mapping[str, Mapping[str, str | os.PathLike[str]]] | None = None,
+                mad: str | os.PathLike[str] | None = None) -> Path:
     """Write the self-contained index page of ``models`` (in that order): records from ``{eval_root}/{model}``,
     figures from ``{figure_root}/{model}``, mpp sources from the tile ``manifests`` and the ``slide_table``;
     ``slide_level`` is the AB-MIL AUROC table (TSV) of region aggregation, when it ran; ``benchmarks``: benchmark →
-    its panel (``figure``, PNG) and table (``table``, TSV) from ``magflow.report.benchmark_figure``."""
+    its panel (``figure``, PNG) and table (``table``, TSV) from ``magflow.report.benchmark_figure``; ``mad`` is the
+    MAD Table 4 (TSV, ``magflow.report.mad_report``), when the MAD evaluation ran."""
     records = {m: read_records(Path(eval_root) / m) for m in models}
     empty = [m for m, r in records.items() if not r]
     if empty:
@@ -226,13 +240,14 @@ def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: 
     intro = (f"<p>{len(models)} model(s). Every number comes from a record in <code>results/eval/&lt;model&gt;/"
              "</code> (JSON with its seeds, constants and provenance); a metric that could not be computed says "
              "why under <i>Metric status</i>.</p><nav><a href='#comparison'>Comparison</a><a href='#models'>Models "
-             "side by side</a>" + ("<a href='#slide-level'>Slide level</a>" if slide_level else "")
+             "side by side</a>" + ("<a href='#mad'>MAD evaluation</a>" if mad else "")
+             + ("<a href='#slide-level'>Slide level</a>" if slide_level else "")
              + ("<a href='#benchmarks'>Benchmarks</a>" if benchmarks else "")
              + "<a href='#provenance'>Provenance</a></nav>")
     body = [intro, "<h2 id='comparison'>Comparison</h2>", embed_png(comparison, "RankMe profiles"),
             table(summary_rows(records, controls), "Summary over mpps (at init: the run's control, the same network "
                   "at initialisation)"), "<h2 id='models'>Models side by side</h2>",
-            side_by_side(models, records, figures), *_slide_level(slide_level), *_benchmarks(benchmarks),
+            side_by_side(models, records, figures), *_mad(mad), *_slide_level(slide_level), *_benchmarks(benchmarks),
             provenance_block(models, records, config, manifests, slide_table)]
     title = "magflow - evaluation report"
     document = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
