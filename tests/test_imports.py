@@ -5,10 +5,13 @@ import sys
 
 HEAVY = ("torch", "timm", "sklearn", "matplotlib", "tensorboard")
 # every magflow module workflow/rules/common.smk imports
-WORKFLOW_IMPORTS = ["magflow.aggregate.methods", "magflow.aggregate.settings", "magflow.config",
-                    "magflow.embed.external", "magflow.embed.labels", "magflow.errors", "magflow.evaluate.families",
-                    "magflow.evaluate.mad_eval", "magflow.evaluate.settings", "magflow.pretrain.mad_config", "magflow.pretrain.runs",
-                    "magflow.pretrain.train_config", "magflow.report.names", "magflow.sampling.sweep", "magflow.sheet"]
+WORKFLOW_IMPORTS = ["magflow.aggregate.methods", "magflow.aggregate.settings", "magflow.benchmark.config",
+                    "magflow.config", "magflow.embed.control", "magflow.embed.external", "magflow.embed.labels",
+                    "magflow.errors", "magflow.evaluate.families", "magflow.evaluate.mad_eval",
+                    "magflow.evaluate.settings", "magflow.preemption", "magflow.pretrain.mad_config",
+                    "magflow.pretrain.runs", "magflow.pretrain.train_config", "magflow.report.names",
+                    "magflow.sampling.sweep", "magflow.sheet", "magflow.sheet_lines", "magflow.slides.phantom_step",
+                    "magflow.writable"]
 
 
 def imported_after(modules: list[str]) -> set[str]:
@@ -39,3 +42,13 @@ def test_the_light_metric_list_names_every_metric_job():
     from magflow.evaluate.run import METRICS
 
     assert tuple(METRICS) == METRIC_NAMES
+
+
+def test_the_list_holds_every_module_the_workflow_imports():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    texts = [p.read_text() for p in [root / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk"))]]
+    imported = {m for text in texts for m in re.findall(r"^\s*from (magflow[\w.]*) import", text, re.M)}
+    assert imported <= set(WORKFLOW_IMPORTS), sorted(imported - set(WORKFLOW_IMPORTS))

@@ -133,3 +133,26 @@ def test_a_pair_with_no_parent_to_score_is_skipped_with_its_counts():
     assert record["counts"]["no_same_class_negative"] == 1 and record["counts"]["scored"] == 0
     table = mad_hierarchy(tiles, negatives=4, bootstrap=50)
     assert list(table["pairs"]) == ["10x>40x"] and table["pairs"]["10x>40x"]["status"] == "ok"
+
+
+def test_min_children_scores_a_parent_over_the_children_it_has():
+    tiles = build()
+    coarse, fine = tiles.scale(COARSE), tiles.scale(FINE)
+    strict = hierarchy_pair(tiles, COARSE, FINE, negatives=100, bootstrap=50)
+    loose = hierarchy_pair(tiles, COARSE, FINE, negatives=100, bootstrap=50, min_children=15)
+    assert (strict["min_children"], loose["min_children"]) == (16, 15)
+    assert (strict["counts"]["incomplete"], loose["counts"]["incomplete"]) == (1, 0)
+    assert loose["counts"]["scored"] == strict["counts"]["scored"] + 1  # D, with 15 of its 16 children
+    assert loose["counts"]["pairs_pos"] == 3 * 16 + 15
+    sets = parent_sets(tiles, COARSE, FINE, negatives=100, seed=0, min_children=15)
+    d = [i for i, p in enumerate(sets.parents) if coarse.slides[p] == "s1" and tuple(coarse.grid[p]) == (2, 0)][0]
+    kids = sets.children[d]
+    assert len(kids) == 15 and (fine.slides[kids] == "s1").all()
+    assert {tuple(g) for g in fine.grid[kids]} == set(children_of(2, 0)[:-1])
+    # D's s_pos is the mean cosine over the 15 children it has, as a plain loop computes it
+    p = sets.parents[d]
+    expected = sum(cosine(coarse.features[p], fine.features[k]) for k in kids) / 15
+    from magflow.evaluate.mad_hierarchy import per_parent_scores
+    assert per_parent_scores(tiles, COARSE, FINE, sets)["s_pos"][d] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="min_children"):
+        parent_sets(tiles, COARSE, FINE, min_children=17)

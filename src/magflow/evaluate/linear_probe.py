@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from magflow.errors import ConfigError
 from magflow.evaluate.classification import ClassificationScores, classification_scores
+from magflow.evaluate.probe_names import PROBES, check_probe
 from magflow.evaluate.splits import Split
 
 if TYPE_CHECKING:  # torch is imported when a paper-linear probe is fitted, not with this module
@@ -105,7 +106,6 @@ def linear_probe_scores(x: ArrayLike, y: ArrayLike, split: Split, c_grid: Sequen
 # names none); Adam's other settings are torch's defaults (betas 0.9/0.999, eps 1e-8, no weight decay).
 # A run's seed fixes the layer's initialisation and the batch order.
 
-PROBES = ("logistic", "paper-linear")
 PAPER_OPTIMIZER = "Adam"
 PAPER_LR = 1e-4
 PAPER_BATCH = 64
@@ -204,12 +204,6 @@ def fit_paper_linear(train_x: ArrayLike, train_y: ArrayLike, val_x: ArrayLike | 
 
 
 Probe = LinearProbe | PaperLinearProbe
-
-
-def check_probe(probe: str, key: str = "probe") -> str:
-    if probe not in PROBES:
-        raise ConfigError(f"{key}: {probe!r} is not a probe; use one of {list(PROBES)}")
-    return probe
 
 
 def fit_probe(probe: str, train_x: ArrayLike, train_y: ArrayLike, val_x: ArrayLike, val_y: ArrayLike,

@@ -29,6 +29,7 @@ from magflow import provenance
 from magflow.errors import ConfigError
 from magflow.evaluate.mad_hierarchy import BOOTSTRAP, NEGATIVES_PER_PARENT, mad_hierarchy
 from magflow.evaluate.mad_tiles import MadTiles, read_mad_tiles
+from magflow.evaluate.probe_names import check_probe
 from magflow.evaluate.record import plain, write_record
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class MadEvalSettings:
     tileset: str = "mad"                  # the tile set embedded on its own grids
     negatives_per_parent: int = NEGATIVES_PER_PARENT  # Table 4: same-class and other-class negatives per parent
     bootstrap: int = BOOTSTRAP            # Table 4: bootstrap resamples of the parents for the 95% interval
+    min_children: int | None = None       # Table 4: aligned children a scored parent needs; None: all f² (the paper)
     seed: int = 0                         # negatives, bootstrap, probe seeds (seed + run), K-Means
     knn_k: int = 20                       # Table 3 kNN
     runs: int = 5                         # Table 3 paper-linear runs
@@ -60,11 +62,11 @@ class MadEvalSettings:
         if unknown:
             raise ConfigError(f"evaluate.mad: unknown keys {unknown}; known: {sorted(known)}")
         out = cls(**values)
-        from magflow.evaluate.linear_probe import check_probe  # with scikit-learn: not at workflow parse time
-
         check_probe(str(out.probe), "evaluate.mad.probe")
         small = {k: getattr(out, k) for k in ("negatives_per_parent", "bootstrap", "knn_k", "runs", "epochs",
                                               "patience") if int(getattr(out, k)) < 1}
+        if out.min_children is not None and int(out.min_children) < 1:
+            raise ConfigError(f"evaluate.mad.min_children: {out.min_children} must be >= 1 (null: all f², the paper)")
         if small or out.pca_parents < 0 or (out.max_models is not None and out.max_models < 0):
             raise ConfigError(f"evaluate.mad: {small or ''} must be >= 1, pca_parents and max_models >= 0; got {out}")
         return out
@@ -115,7 +117,8 @@ def evaluate_mad(tiles_path: str | os.PathLike[str], out: str | os.PathLike[str]
     model = str(tiles.attrs.get("model", Path(tiles_path).parent.name))
     Path(maps_dir).mkdir(parents=True, exist_ok=True)
     hierarchy = _section("Table 4", lambda: mad_hierarchy(tiles, negatives=settings.negatives_per_parent,
-                                                          bootstrap=settings.bootstrap, seed=settings.seed))
+                                                          bootstrap=settings.bootstrap, seed=settings.seed,
+                                                          min_children=settings.min_children))
     t3 = _section("Table 3", lambda: table3(tiles, settings))
     t5 = _section("Table 5", lambda: table5(tiles, masks, settings, maps_dir))
     counts = {f"{m:g}": {"tiles": int(len(s.slides)), "labelled": int((s.labels >= 0).sum())}

@@ -7,6 +7,9 @@ factor f = coarse / fine = 4), over the TEST-split slides (:class:`~magflow.eval
   cells (i·f + a, j·f + b) of their cell (i, j) on the same slide (index arithmetic on the nested grids,
   ``magflow.preprocess.hierarchy``). A parent with a child missing (background, a slide without the fine
   scale, a capped tile set) is dropped, as the paper uses complete hierarchies; ``incomplete`` counts them.
+  ``min_children`` (``evaluate.mad.min_children``; default f², the paper's) lowers that bar: a parent
+  with at least that many of its f² children kept is scored over the children it has (a small cohort
+  whose coarse tiles all touch glass, such as the demo's); every record states the bar it used.
 - a parent's class is its own tile label (the majority pixel class under its square); an unlabelled
   parent (−1) has no class to draw negatives of and is dropped (``unlabelled``).
 - negatives: fine tiles of the test slides that are NOT aligned with the parent (not one of its f²
@@ -16,7 +19,7 @@ factor f = coarse / fine = 4), over the TEST-split slides (:class:`~magflow.eval
   A parent with no candidate of one kind is dropped (``no_same_class_negative`` / ``no_other_class_negative``),
   so every score below is over the same parents. Draws use ``numpy.random.default_rng([seed, 0])``, one
   fresh generator per scale pair, so a pair's draws do not depend on which pairs ran before.
-- per parent: s_pos = mean cosine(parent, child) over its f² children; s_neg_same, s_neg_diff = mean
+- per parent: s_pos = mean cosine(parent, child) over its (f², or at least ``min_children``) children; s_neg_same, s_neg_diff = mean
   cosine(parent, negative) over its drawn negatives; cosine of L2-normalised features.
 - S_pos, S_neg^same, S_neg^diff: the means over parents (every parent weighs the same, as each has f²
   children and, normally, the same number of negatives); Δhier = S_pos − S_neg^same (does a tile know its
@@ -47,7 +50,7 @@ class ParentSets:
     """The scored parents of one scale pair and the fine rows each is compared with."""
 
     parents: np.ndarray    # (P,) coarse rows
-    children: np.ndarray   # (P, f²) fine rows, k order
+    children: list[np.ndarray]  # per parent: the fine rows of its kept aligned children, k order
     same: list[np.ndarray]  # per parent: fine rows of its same-class negatives
     diff: list[np.ndarray]  # per parent: fine rows of its other-class negatives
     counts: dict[str, int]
@@ -102,16 +105,21 @@ def _draw(rng: np.random.Generator, pool: np.ndarray, exclude: np.ndarray, n: in
 
 
 def parent_sets(tiles: MadTiles, coarse_mpp: float, fine_mpp: float, *, negatives: int = NEGATIVES_PER_PARENT,
-                seed: int = 0) -> ParentSets:
-    """The scored parents of the pair (complete, labelled, on test slides), their children and drawn negatives."""
+                seed: int = 0, min_children: int | None = None) -> ParentSets:
+    """The scored parents of the pair (complete, or with at least ``min_children`` children; labelled; on
+    test slides), their children and drawn negatives."""
     if negatives < 1:
         raise ValueError(f"negatives_per_parent must be >= 1, got {negatives}")
     factor = tiles.factor(coarse_mpp, fine_mpp)
+    need = factor * factor if min_children is None else int(min_children)
+    if not 1 <= need <= factor * factor:
+        raise ValueError(f"evaluate.mad.min_children must be in [1, {factor * factor}] for a factor-{factor} pair, "
+                         f"got {min_children}")
     coarse, fine = tiles.scale(coarse_mpp), tiles.scale(fine_mpp)
     test = tiles.slides_in("test")
     on_test = coarse.rows(test)
     children = aligned_children(coarse, fine, on_test, factor)
-    complete = (children >= 0).all(axis=1)
+    complete = (children >= 0).sum(axis=1) >= need
     labelled = coarse.labels[on_test] >= 0
     counts = {"test_slides": len(test), "parents_on_test_slides": int(len(on_test)),
               "incomplete": int((~complete).sum()), "unlabelled": int((complete & ~labelled).sum()),
@@ -131,13 +139,12 @@ def parent_sets(tiles: MadTiles, coarse_mpp: float, fine_mpp: float, *, negative
             continue
         counts["short_same"] += int(len(s) < negatives)
         counts["short_diff"] += int(len(d) < negatives)
-        kept.append((p, aligned))
+        kept.append((p, aligned[aligned >= 0]))
         same.append(s)
         diff.append(d)
     counts["scored"] = len(kept)
     parents = np.asarray([p for p, _ in kept], np.int64)
-    aligned = np.asarray([k for _, k in kept], np.int64).reshape(len(kept), factor * factor)
-    return ParentSets(parents, aligned, same, diff, counts)
+    return ParentSets(parents, [k for _, k in kept], same, diff, counts)
 
 
 def _mean_cosines(parents: np.ndarray, others: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
@@ -156,13 +163,13 @@ def _mean_cosines(parents: np.ndarray, others: np.ndarray, groups: list[np.ndarr
 def per_parent_scores(tiles: MadTiles, coarse_mpp: float, fine_mpp: float, sets: ParentSets) -> dict[str, np.ndarray]:
     """s_pos, s_neg_same, s_neg_diff, delta_hier and delta_sem of each scored parent."""
     p = l2_normalize(tiles.scale(coarse_mpp).features[sets.parents])
-    rows = np.unique(np.concatenate([sets.children.ravel(), *sets.same, *sets.diff]).astype(np.int64))
+    rows = np.unique(np.concatenate([*sets.children, *sets.same, *sets.diff]).astype(np.int64))
     unit = l2_normalize(tiles.scale(fine_mpp).features[rows])  # only the fine rows compared, in ``rows`` order
 
     def at(groups: list[np.ndarray]) -> list[np.ndarray]:
         return [np.searchsorted(rows, g) for g in groups]
 
-    pos = _mean_cosines(p, unit, at(list(sets.children)))
+    pos = _mean_cosines(p, unit, at(sets.children))
     same = _mean_cosines(p, unit, at(sets.same))
     diff = _mean_cosines(p, unit, at(sets.diff))
     return {"s_pos": pos, "s_neg_same": same, "s_neg_diff": diff, "delta_hier": pos - same, "delta_sem": same - diff}
@@ -187,12 +194,14 @@ def pair_name(coarse_mpp: float, fine_mpp: float) -> str:
 
 
 def hierarchy_pair(tiles: MadTiles, coarse_mpp: float, fine_mpp: float, *, negatives: int = NEGATIVES_PER_PARENT,
-                   bootstrap: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
+                   bootstrap: int = BOOTSTRAP, seed: int = 0, min_children: int | None = None) -> dict[str, Any]:
     """The record of one scale pair: each S and Δ with its bootstrap interval, and every count."""
-    sets = parent_sets(tiles, coarse_mpp, fine_mpp, negatives=negatives, seed=seed)
+    sets = parent_sets(tiles, coarse_mpp, fine_mpp, negatives=negatives, seed=seed, min_children=min_children)
+    factor = tiles.factor(coarse_mpp, fine_mpp)
     out: dict[str, Any] = {
         "coarse_mpp": float(coarse_mpp), "fine_mpp": float(fine_mpp),
-        "pair": f"{magnification(coarse_mpp)}→{magnification(fine_mpp)}", "factor": tiles.factor(coarse_mpp, fine_mpp),
+        "pair": f"{magnification(coarse_mpp)}→{magnification(fine_mpp)}", "factor": factor,
+        "min_children": factor * factor if min_children is None else int(min_children),
         "negatives_per_parent": int(negatives), "bootstrap": int(bootstrap), "seed": int(seed),
         "ci_level": CI_LEVEL, "counts": dict(sets.counts)}
     if not len(sets.parents):
@@ -202,7 +211,7 @@ def hierarchy_pair(tiles: MadTiles, coarse_mpp: float, fine_mpp: float, *, negat
     parent_slides = tiles.scale(coarse_mpp).slides[sets.parents]
     drawn = [*sets.same, *sets.diff]
     elsewhere = sum(int((fine_slides[rows] != slide).sum()) for rows, slide in zip(drawn, [*parent_slides] * 2))
-    out["counts"].update({"pairs_pos": int(sets.children.size), "pairs_neg_same": int(sum(map(len, sets.same))),
+    out["counts"].update({"pairs_pos": int(sum(map(len, sets.children))), "pairs_neg_same": int(sum(map(len, sets.same))),
                           "pairs_neg_diff": int(sum(map(len, sets.diff))), "negatives_from_other_slides": elsewhere})
     for key in SCORES:
         lo, hi = bootstrap_interval(scores[key], bootstrap, seed)
@@ -212,7 +221,7 @@ def hierarchy_pair(tiles: MadTiles, coarse_mpp: float, fine_mpp: float, *, negat
 
 def _no_parent_reason(counts: dict[str, int]) -> str:
     return (f"no parent to score among {counts['parents_on_test_slides']} coarse tiles of the {counts['test_slides']} "
-            f"test slide(s): {counts['incomplete']} lack an aligned child, {counts['unlabelled']} are unlabelled, "
+            f"test slide(s): {counts['incomplete']} have too few aligned children kept (evaluate.mad.min_children), {counts['unlabelled']} are unlabelled, "
             f"{counts['no_same_class_negative']} have no same-class and {counts['no_other_class_negative']} no "
             "other-class fine tile to draw as a negative")
 
@@ -224,11 +233,14 @@ def adjacent_pairs(tiles: MadTiles) -> list[tuple[float, float]]:
 
 
 def mad_hierarchy(tiles: MadTiles, *, negatives: int = NEGATIVES_PER_PARENT, bootstrap: int = BOOTSTRAP,
-                  seed: int = 0) -> dict[str, Any]:
+                  seed: int = 0, min_children: int | None = None) -> dict[str, Any]:
     """Table 4 of the MAD paper: Δhier / Δsem for every pair of adjacent scales of ``tiles``."""
-    pairs = {pair_name(c, f): hierarchy_pair(tiles, c, f, negatives=negatives, bootstrap=bootstrap, seed=seed)
+    pairs = {pair_name(c, f): hierarchy_pair(tiles, c, f, negatives=negatives, bootstrap=bootstrap, seed=seed,
+                                             min_children=min_children)
              for c, f in adjacent_pairs(tiles)}
     return {"table": "MAD Table 4", "pairs": pairs, "test_slides": tiles.slides_in("test"),
             "parent_class": "the parent tile's own label: the majority pixel class under its square",
-            "complete_parents_only": True, "negatives_across": "all test slides",
+            "complete_parents_only": min_children is None,
+            "min_children": "all f² (the paper's complete hierarchies)" if min_children is None else int(min_children),
+            "negatives_across": "all test slides",
             "features": "L2-normalised; cosine similarity"}

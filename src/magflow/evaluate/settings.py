@@ -9,7 +9,7 @@ from typing import Any
 
 from magflow.errors import ConfigError
 from magflow.evaluate.consistency import COARSE_MPP, FINE_MPP
-from magflow.evaluate.linear_probe import check_probe
+from magflow.evaluate.probe_names import check_probe
 from magflow.evaluate.rankme import PAPER, RANKME_DEFINITIONS
 from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION
 
