@@ -7,7 +7,10 @@ Either alone is the same for both label values; their co-occurrence tells the la
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+from PIL import Image
 import pytest
 
 from magflow.errors import ConfigError
@@ -190,3 +193,18 @@ def test_the_workflow_plants_the_sheet_column(tmp_path):
     assert not (root / "results" / "phantom" / "xs_bad.json").exists()
     log = (root / "logs" / "phantom" / "xs_bad.log").read_text() + done.stderr
     assert "Slide 'xs_bad'" in log and "`cross_scale`" in log and "'maybe'" in log
+
+
+def test_the_command_line_plants_the_label_as_the_sheet_column_does(tmp_path, capsys):
+    from magflow.cli import main
+
+    args = ["phantom", str(tmp_path), "--slide-id", "xs", "--seed", "5", "--mpp", "2.0",
+            "--width-um", str(SIZE_UM), "--height-um", str(SIZE_UM)]
+    assert main([*args, "--cross-scale", "1"]) == 0
+    expected = _layout(5, 1)
+    with Image.open(tmp_path / "xs.labels.png") as image:
+        assert np.array_equal(np.asarray(image), expected.labels)
+    assert json.loads((tmp_path / "xs.json").read_text())["cross_scale"] == 1
+    capsys.readouterr()
+    assert main([*args, "--slide-id", "bad", "--cross-scale", "1", "--label", "0"]) == 2
+    assert "contradicts" in capsys.readouterr().err and not (tmp_path / "bad.tiff").exists()

@@ -22,12 +22,17 @@ Handler = Callable[[argparse.Namespace], int]
 def _phantom(args: argparse.Namespace) -> int:
     from magflow.slides.phantom import PhantomSpec, write_phantom
 
+    label = args.label if args.cross_scale is None else args.cross_scale  # the rare class is present iff it is 1
+    if args.cross_scale is not None and args.label not in (None, args.cross_scale):
+        raise ConfigError(f"magflow phantom: --label {args.label} contradicts --cross-scale {args.cross_scale}; the "
+                          "planted label sets it (large cells in nests are present iff --cross-scale is 1)")
     spec = PhantomSpec(width_um=args.width_um, height_um=args.height_um, mpp=args.mpp, seed=args.seed,
-                       label=args.label, tissue=not args.no_tissue, write_mpp=not args.no_mpp)
+                       label=label or 0, tissue=not args.no_tissue, write_mpp=not args.no_mpp,
+                       cross_scale=args.cross_scale)
     out = Path(args.out_dir)
     meta = write_phantom(spec, out / f"{args.slide_id}.tiff", out / f"{args.slide_id}.labels.png",
                          out / f"{args.slide_id}.json")
-    print(json.dumps({k: meta[k] for k in ("slide_label", "class_fractions") if k in meta}, indent=2))
+    print(json.dumps({k: meta[k] for k in ("slide_label", "cross_scale", "class_fractions") if k in meta}, indent=2))
     return 0
 
 
@@ -350,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("--slide-id", default="phantom")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--label", type=int, choices=(0, 1), default=0, help="1: the rare class is present")
+    p.add_argument("--label", type=int, choices=(0, 1), help="1: the rare class is present (default 0)")
+    p.add_argument("--cross-scale", type=int, choices=(0, 1), help="plant the cross-scale label (the sheet's "
+                   "cross_scale column): 1 = large cells in nests + small cells in sheets, 0 = the reverse")
     p.add_argument("--width-um", type=float, default=2048.0)
     p.add_argument("--height-um", type=float, default=2048.0)
     p.add_argument("--mpp", type=float, default=0.25, help="level-0 microns per pixel")
