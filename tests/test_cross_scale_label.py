@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
 
 from magflow.errors import ConfigError
 from magflow.slides.phantom import CLASS_NAMES, PhantomSpec, phantom_layout, render_phantom
