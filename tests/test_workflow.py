@@ -159,13 +159,13 @@ def test_dry_run_of_the_default_config_plans_every_job(tmp_path):
     jobs = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
     # 11 slides (5 phantoms and the 6 small cross-scale ones); 4 tile sets; 4 runs (du, cu, cu_minmax, mad), each
     # embedded with its {run}~init control, which is evaluated on RankMe, probes and the robustness index only;
-    # the MAD tables for 2 runs and their controls (evaluate.mad.max_models); 2 mixers; 16 AB-MIL methods (each
+    # the MAD tables for the MAD run and its control (evaluate.mad.max_models 1); 2 mixers; 16 AB-MIL methods (each
     # job writes both tasks): 2 mixers x 2 modes, the random mixer on each of 3 scales and on all x 2 modes,
     # 3 single scales and all scales
     expected = {"phantom": 11, "tissue_mask": 11, "slide_qc_table": 1, "extract_tiles": 44, "tile_manifest": 4,
                 "optimize_sampler": 12, "pretrain": 4, "embed": 8, "evaluation_figures": 4, "rankme_comparison": 1,
                 "report_index": 1, "region_embed": 11, "pretrain_mixer": 2, "abmil": 16, "abmil_table": 1,
-                "mad_embed": 4, "mad_eval": 4, "mad_report": 1, "benchmark": 8}
+                "mad_embed": 2, "mad_eval": 2, "mad_report": 1, "benchmark": 8}
     expected.update({f"evaluate_{metric}": 4 for metric in ("cross_mpp", "clustering", "centroids", "consistency",
                                                             "segmentation")})
     expected.update(evaluate_rankme=8, evaluate_probes=8, evaluate_robustness=8)
