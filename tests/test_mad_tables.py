@@ -216,3 +216,16 @@ def test_table3_logistic_is_one_deterministic_run():
     got = result["scores"]["10x"]["linear"]
     assert got["runs"] == 1 and got["probe"] == "logistic" and "nothing" in got["varies"]
     assert [got["per_class_f1"][CLASSES[c]]["mean"] for c in (1, 2, 3)] == pytest.approx(list(f1))
+
+
+def test_table3_with_fewer_train_tiles_than_k_scores_the_linear_probe_and_leaves_out_knn_only():
+    tiles = make_tiles(noise=3.0, seed=1)
+    n_train = len(tiles.scales[4.0].rows(["tr1", "tr2"], labelled=True))
+    result = table3(tiles, replace(SETTINGS, knn_k=n_train + 1))
+    coarse = result["scores"]["2.5x"]
+    assert result["left_out"] == {} and coarse["knn"]["status"] == "skipped"
+    assert f"fewer than k = {n_train + 1}" in coarse["knn"]["reason"] and "per_class_f1" not in coarse["knn"]
+    assert coarse["linear"]["per_class_f1"] == table3(tiles, SETTINGS)["scores"]["2.5x"]["linear"]["per_class_f1"]
+    for m, key in ((1.0, "10x"), (0.25, "40x")):  # kNN where a magnification has k train tiles
+        enough = len(tiles.scales[m].rows(["tr1", "tr2"], labelled=True)) >= n_train + 1
+        assert result["scores"][key]["knn"]["status"] == ("ok" if enough else "skipped")

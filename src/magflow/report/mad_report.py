@@ -110,6 +110,9 @@ def table3_rows(records: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[str
             rows.append(row)
         for m, why in section.get("left_out", {}).items():
             notes.append(f"{model}: Table 3 at {m.replace('x', '×')} n/a: {why}")
+        for m in mags:
+            if scores[m].get("knn", {}).get("status") == "skipped":
+                notes.append(f"{model}: Table 3 kNN at {m.replace('x', '×')} n/a: {scores[m]['knn'].get('reason')}")
         if "skipped" in kmeans:
             notes.append(f"{model}: Table 3 AMI / DBI n/a: {kmeans['skipped']}")
     return rows, notes
