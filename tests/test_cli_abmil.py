@@ -51,3 +51,15 @@ def test_several_tasks_need_a_task_pattern_and_a_mixer_takes_no_scales(cohort, t
                  str(tmp_path), "--scales", "1.0"]) == 2
     assert "not --mixer-dir" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_a_mixer_method_without_its_directory_is_refused_before_any_work(cohort, tmp_path):
+    from magflow.aggregate.abmil_step import run_abmil_tasks
+    from magflow.aggregate.methods import SlideMethod
+    from magflow.errors import ConfigError
+
+    paths, _ = cohort
+    method = SlideMethod("mem.cls", "MEM (cls)", "mixer", "cls", mixer="mem")
+    with pytest.raises(ConfigError, match="needs the mixer's directory"):
+        run_abmil_tasks(method, paths, {"label": {}}, {"label": tmp_path / "r.json"}, mil={})
+    assert not (tmp_path / "r.json").exists()

@@ -119,6 +119,11 @@ def test_a_section_the_cohort_cannot_give_is_skipped_with_its_reason(project, tm
                           maps_dir=tmp_path / "maps")
     assert record["table3"]["status"] == "skipped" and record["table3"]["reason"]
     assert all(p["status"] == "skipped" and "unlabelled" in p["reason"] for p in record["hierarchy"]["pairs"].values())
+    # a bad setting is not a cohort that cannot give a table: the job fails, naming the key, and writes nothing
+    with pytest.raises(ConfigError, match="min_children"):
+        evaluate_mad(tmp_path / "tiles.h5", tmp_path / "bad.json", masks={}, maps_dir=tmp_path / "maps",
+                     settings=MadEvalSettings(bootstrap=5, min_children=17))
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_settings_and_scales_are_checked():

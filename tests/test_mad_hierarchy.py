@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from magflow.errors import ConfigError
 from magflow.evaluate.mad_hierarchy import bootstrap_interval, hierarchy_pair, mad_hierarchy, parent_sets
 from magflow.evaluate.mad_tiles import MadScale, MadTiles
 
@@ -154,5 +155,5 @@ def test_min_children_scores_a_parent_over_the_children_it_has():
     expected = sum(cosine(coarse.features[p], fine.features[k]) for k in kids) / 15
     from magflow.evaluate.mad_hierarchy import per_parent_scores
     assert per_parent_scores(tiles, COARSE, FINE, sets)["s_pos"][d] == pytest.approx(expected, abs=1e-6)
-    with pytest.raises(ValueError, match="min_children"):
+    with pytest.raises(ConfigError, match="min_children"):
         parent_sets(tiles, COARSE, FINE, min_children=17)

@@ -10,6 +10,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_mutual_info_score, davies_bouldin_score, f1_score
 
 from magflow.errors import ConfigError
+from magflow.evaluate.outcome import MetricSkipped
 from magflow.evaluate.linear_probe import fit_linear_probe, fit_paper_linear
 from magflow.evaluate.mad_tables import MadTableSettings, table3, table5
 from magflow.evaluate.mad_tiles import MadScale, MadTiles
@@ -140,7 +141,7 @@ def test_table5_with_the_paper_probe_and_bad_masks(tmp_path):
     masks = write_mask(tmp_path)
     result = table5(tiles, masks, replace(SETTINGS, probe="paper-linear", epochs=3), tmp_path / "maps")
     assert result["probe"]["probe"] == "paper-linear" and result["probe"]["epochs_max"] == 3
-    with pytest.raises(ConfigError, match="none of the 1 test slides has a label mask"):
+    with pytest.raises(MetricSkipped, match="none of the 1 test slides has a label mask"):
         table5(tiles, {}, SETTINGS, tmp_path / "maps")
     (tmp_path / "te.json").write_text(json.dumps({"label_mpp": MASK_MPP, "classes": CLASSES[::-1]}))
     with pytest.raises(ConfigError, match="slide te: its label mask"):

@@ -375,10 +375,12 @@ def evaluation_targets():
 
 # -- the MAD paper's evaluation: the mad tile set embedded on its own grids by each model, Tables 3-5, Fig 3 ----
 MAD_EVAL = MadEvalSettings.from_config(EVALUATE.get("mad"))  # invalid settings stop the run before any job
-if MAD_EVAL.tileset not in config["tilesets"]:
-    raise ConfigError(f"evaluate.mad.tileset: '{MAD_EVAL.tileset}' is not a tile set; tilesets: {', '.join(config['tilesets'])}")
-MAD_EVAL_SCALES = sorted(config["tilesets"][MAD_EVAL.tileset]["scales"], reverse=True)
-check_mad_scales(MAD_EVAL_SCALES, f"tilesets.{MAD_EVAL.tileset}.scales")
+if MAD_EVAL.max_models != 0 and MAD_EVAL.tileset not in config["tilesets"]:
+    raise ConfigError(f"evaluate.mad.tileset: '{MAD_EVAL.tileset}' is not a tile set; tilesets: {', '.join(config['tilesets'])}; "
+                      "name a nested tile set (2.5x / 10x / 40x), or set evaluate.mad.max_models: 0 for no MAD evaluation")
+MAD_EVAL_SCALES = sorted(config["tilesets"][MAD_EVAL.tileset]["scales"], reverse=True) if MAD_EVAL.max_models != 0 else []
+if MAD_EVAL.max_models != 0:
+    check_mad_scales(MAD_EVAL_SCALES, f"tilesets.{MAD_EVAL.tileset}.scales")
 
 
 def mad_eval_models():

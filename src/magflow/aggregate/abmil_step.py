@@ -91,6 +91,9 @@ def run_abmil_tasks(method: SlideMethod, region_files: Sequence[str | os.PathLik
         raise ValueError(f"abmil: no output path for task(s) {missing_out}")
     if not region_files:
         raise ConfigError(f"abmil method {method.id}: no region files given")
+    if method.kind == "mixer" and mixer_dir is None:
+        raise ConfigError(f"abmil method {method.id}: a pretrained mixer's method needs the mixer's directory "
+                          "(magflow abmil --mixer-dir)")
     mpps, feature_dim = _region_scales(region_files[0])
     missing = [m for m in method.scales if m not in mpps]
     if missing:
@@ -101,9 +104,7 @@ def run_abmil_tasks(method: SlideMethod, region_files: Sequence[str | os.PathLik
 
     def build(n_classes: int) -> SlideModel:
         encoder: MixingEncoder | None = None
-        if method.kind == "mixer":
-            if mixer_dir is None:
-                raise ConfigError(f"abmil method {method.id}: needs the mixer's directory")
+        if method.kind == "mixer" and mixer_dir is not None:  # checked above: a mixer method has its directory
             encoder = load_mixer(mixer_dir)
         elif method.kind == "random":
             # evaluate_seeds seeds torch before each build: a different random mixer per seed, reproducibly

@@ -97,8 +97,8 @@ def linear_probe_scores(x: ArrayLike, y: ArrayLike, split: Split, c_grid: Sequen
 # --- The MAD paper's linear classifier (``probe: paper-linear``) -------------------------------------
 #
 # The MAD paper (Gokmen et al., arXiv 2512.14796) evaluates its embeddings with "a linear classifier"
-# (its abstract: trained only on 10× embeddings it keeps 96.7% of its performance on 40× tiles). As
-# the project's MAD issue records the paper's classifier: one linear layer on the frozen embeddings,
+# (its abstract: trained only on 10× embeddings it keeps 96.7% of its performance on 40× tiles). The
+# classifier, as the paper describes it: one linear layer on the frozen embeddings,
 # trained with Adam (lr 1e-4), batch size 64 and the cross-entropy loss. No epoch count is given, so
 # this module trains for at most PAPER_EPOCHS epochs and keeps the weights of the epoch with the
 # lowest validation cross-entropy, stopping after PAPER_PATIENCE epochs without improvement (with no

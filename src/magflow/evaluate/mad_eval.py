@@ -29,6 +29,7 @@ from magflow import provenance
 from magflow.errors import ConfigError
 from magflow.evaluate.mad_hierarchy import BOOTSTRAP, NEGATIVES_PER_PARENT, mad_hierarchy
 from magflow.evaluate.mad_tiles import MadTiles, read_mad_tiles
+from magflow.evaluate.outcome import MetricSkipped
 from magflow.evaluate.probe_names import check_probe
 from magflow.evaluate.record import plain, write_record
 
@@ -95,10 +96,11 @@ def _attr(value: Any) -> Any:
 
 
 def _section(name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """A section of the record, or why the cohort cannot give it."""
+    """A section of the record, or why the cohort cannot give it (:class:`MetricSkipped`); a bad setting or
+    label mask (ConfigError) and any other error fail the job, naming what to fix."""
     try:
         return {"status": "ok", **compute()}
-    except (ConfigError, ValueError) as error:
+    except MetricSkipped as error:
         log.warning("%s skipped: %s", name, error)
         return {"status": "skipped", "reason": str(error)}
 

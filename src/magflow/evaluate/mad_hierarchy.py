@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from magflow.errors import ConfigError
 from magflow.evaluate.mad_tiles import MadScale, MadTiles, magnification
 from magflow.evaluate.vectors import l2_normalize
 
@@ -113,7 +114,7 @@ def parent_sets(tiles: MadTiles, coarse_mpp: float, fine_mpp: float, *, negative
     factor = tiles.factor(coarse_mpp, fine_mpp)
     need = factor * factor if min_children is None else int(min_children)
     if not 1 <= need <= factor * factor:
-        raise ValueError(f"evaluate.mad.min_children must be in [1, {factor * factor}] for a factor-{factor} pair, "
+        raise ConfigError(f"evaluate.mad.min_children must be in [1, {factor * factor}] for a factor-{factor} pair, "
                          f"got {min_children}")
     coarse, fine = tiles.scale(coarse_mpp), tiles.scale(fine_mpp)
     test = tiles.slides_in("test")

@@ -55,6 +55,7 @@ from magflow.evaluate.knn import KNN_METRIC, KNN_WEIGHTS, knn_predict
 from magflow.evaluate.linear_probe import (PAPER_EPOCHS, PAPER_PATIENCE, Probe, check_probe, fit_probe,
                                            probe_record)
 from magflow.evaluate.mad_tiles import MadScale, MadTiles, magnification
+from magflow.evaluate.outcome import MetricSkipped
 from magflow.evaluate.segmentation import (BACKGROUND, confusion_scores, pixel_confusion, tile_coverage,
                                           tile_label_map)
 from magflow.report.palette import write_label_png
@@ -141,7 +142,7 @@ def _table3_scale(tiles: MadTiles, scale: MadScale, settings: TableSettingsLike,
     if probe == "logistic" and not len(rows["val"]):
         raise ValueError("no labelled val tile to choose the logistic probe's C")
     truth = y[rows["test"]]
-    classes = np.union1d(np.unique(y[rows["train"]]), np.unique(truth))
+    classes = np.unique(truth)  # per-class F1 of the classes the test tiles hold (a train-only one has none)
     first = int(settings.seed)
     seeds = [first + r for r in range(int(settings.runs))] if probe == "paper-linear" else [first]
     linear_preds, records = [], []
@@ -191,7 +192,7 @@ def table3(tiles: MadTiles, settings: TableSettingsLike) -> dict[str, Any]:
         except ValueError as error:
             left_out[_mag_key(m)] = str(error)
     if not per_mag:
-        raise ConfigError("MAD Table 3: no magnification can be scored: " + "; ".join(
+        raise MetricSkipped("MAD Table 3: no magnification can be scored: " + "; ".join(
             f"{k}: {v}" for k, v in left_out.items()) + "; check the slides' splits and label masks")
     try:
         kmeans: dict[str, Any] = pooled_kmeans(tiles, int(settings.seed))
@@ -225,12 +226,12 @@ def table5(tiles: MadTiles, masks: Mapping[str, str | os.PathLike[str]], setting
     try:
         fitted = _fit(probe, train_scale, rows, int(settings.seed), epochs, patience)
     except ValueError as error:
-        raise ConfigError(f"MAD Table 5: the {probe} probe cannot be trained at evaluate.mad.segmentation_train_mpp "
+        raise MetricSkipped(f"MAD Table 5: the {probe} probe cannot be trained at evaluate.mad.segmentation_train_mpp "
                           f"{train_mpp:g}: {error}; check the train/val slides' label masks") from None
     test = tiles.slides_in("test")
     scored, missing = [s for s in test if s in masks], [s for s in test if s not in masks]
     if not scored:
-        raise ConfigError(f"MAD Table 5: none of the {len(test)} test slides has a label mask; give them one in "
+        raise MetricSkipped(f"MAD Table 5: none of the {len(test)} test slides has a label mask; give them one in "
                           "the slide sheet's `annotation` column (phantom slides have their own)")
     maps = Path(maps_dir)
     maps.mkdir(parents=True, exist_ok=True)
