@@ -48,7 +48,7 @@ def make_project(root: Path, rows: list[str], **config_overrides) -> Path:
     config["samplers"]["grid_step"] = 0.05
     # region aggregation: one CMEM mixer (its MEM branch too), AB-MIL on class tokens, one seed
     (root / "config" / "mixer_runs.tsv").write_text("objective\tmask_ratio\tcontext\ncmem\t0.5\t1\n")
-    config["aggregate"].update(t=1, modes=["cls"])
+    config["aggregate"].update(t=1, modes=["cls"], tasks=["label"])  # these sheets have no cross_scale column
     config["aggregate"]["pretrain"].update(iterations=4, warmup_iters=1, checkpoint_every=2, batch_size=4,
                                            reference_batch=4)
     config["aggregate"]["abmil"].update(epochs=2, seeds=[0])

@@ -375,12 +375,11 @@ def evaluation_targets():
 
 # -- the MAD paper's evaluation: the mad tile set embedded on its own grids by each model, Tables 3-5, Fig 3 ----
 MAD_EVAL = MadEvalSettings.from_config(EVALUATE.get("mad"))  # invalid settings stop the run before any job
-if MAD_EVAL.max_models != 0 and MAD_EVAL.tileset not in config["tilesets"]:
-    raise ConfigError(f"evaluate.mad.tileset: '{MAD_EVAL.tileset}' is not a tile set; tilesets: {', '.join(config['tilesets'])}; "
-                      "name a nested tile set (2.5x / 10x / 40x), or set evaluate.mad.max_models: 0 for no MAD evaluation")
-MAD_EVAL_SCALES = sorted(config["tilesets"][MAD_EVAL.tileset]["scales"], reverse=True) if MAD_EVAL.max_models != 0 else []
-if MAD_EVAL.max_models != 0:
-    check_mad_scales(MAD_EVAL_SCALES, f"tilesets.{MAD_EVAL.tileset}.scales")
+# on when the tile set it names is configured (a project with only a train tile set has none) and max_models != 0
+MAD_EVAL_ON = MAD_EVAL.max_models != 0 and MAD_EVAL.tileset in config["tilesets"]
+if MAD_EVAL_ON:
+    check_mad_scales(sorted(config["tilesets"][MAD_EVAL.tileset]["scales"], reverse=True),
+                     f"tilesets.{MAD_EVAL.tileset}.scales")
 
 
 def mad_eval_models():
@@ -395,7 +394,7 @@ def mad_eval_models():
 # Only slides with a label mask: every score reads labelled tiles (Fig 3 too draws test-slide parents), so a slide
 # without one would be embedded for nothing; without any, there is no MAD evaluation.
 MAD_SLIDES = [s for s in SLIDE_IDS if s in eval_masks()]
-MAD_MODELS = mad_eval_models() if MAD_SLIDES else []
+MAD_MODELS = mad_eval_models() if MAD_SLIDES and MAD_EVAL_ON else []
 
 
 def mad_tables_files():
