@@ -12,7 +12,8 @@ from mad_fixtures import write_mad_store
 from magflow.cli import main
 from magflow.embed.encoder import load_encoder
 from magflow.errors import ConfigError
-from magflow.evaluate.mad_embed import centre_views, embed_mad_tiles
+from magflow.aggregate.tile_embed import centre_views
+from magflow.evaluate.mad_embed import embed_mad_tiles
 from magflow.evaluate.mad_eval import MadEvalSettings, check_mad_scales, evaluate_mad
 from magflow.evaluate.mad_tiles import read_mad_tiles
 from magflow.preprocess.store import TileStore

@@ -51,11 +51,29 @@ def check_region_tileset(store: TileStore, scales: list[float]) -> None:
                           "tiles; use a tile set with max_tiles_per_scale: null for aggregation")
 
 
-def _views(patches: np.ndarray, cell_px: int) -> torch.Tensor:
-    """B×S×S×3 uint8 source patches → B×3×C×C float views in [0, 1] (the centred cell)."""
+def centre_views(patches: np.ndarray, cell_px: int) -> torch.Tensor:
+    """B×S×S×3 uint8 source patches → B×3×C×C float views in [0, 1]: the centred cell, not resized."""
     offset = (patches.shape[1] - cell_px) // 2
     cells = patches[:, offset:offset + cell_px, offset:offset + cell_px]
     return torch.from_numpy(np.ascontiguousarray(cells)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def embed_scale(store: TileStore, mpp: float, encoder: Encoder, batch_size: int, device: torch.device,
+                bar: tqdm | None = None) -> np.ndarray:
+    """(N, D) float32 features of one scale's kept tiles, in store order, each at its own scale (bf16
+    autocast on CUDA, float32 otherwise); ``bar`` advances by the tiles done. Callers check ``batch_size``
+    against their own config key."""
+    images, cell_px = store.images(mpp), int(store.group(mpp).attrs["cell_px"])
+    features = np.zeros((len(images), encoder.feature_dim), np.float32)
+    autocast: Any = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
+    with torch.inference_mode(), autocast:
+        for start in range(0, len(images), batch_size):
+            views = centre_views(images[start:start + batch_size], cell_px).to(device, non_blocking=True)
+            features[start:start + len(views)] = encoder(views).float().cpu().numpy()
+            if bar is not None:
+                bar.update(len(views))
+    return features
 
 
 def embed_store(store: TileStore, encoder: Encoder, scales: list[float], *, batch_size: int = 64,
@@ -66,26 +84,18 @@ def embed_store(store: TileStore, encoder: Encoder, scales: list[float], *, batc
     order = sorted({float(m) for m in scales}, reverse=True)
     check_region_tileset(store, order)
     device = device or next(encoder.parameters()).device
-    autocast: Any = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)
     total = sum(len(store.group(m)["grid"]) for m in order)
     slide = str(store.attrs.get("slide_id", store.path.stem))
     bar = tqdm(total=total, desc=f"{slide} [{encoder.name}]", unit="tile", disable=not progress, mininterval=1.0)
     out: list[ScaleEmbeddings] = []
-    with torch.inference_mode(), autocast:
-        for mpp in order:
-            group = store.group(mpp)
-            images, cell_px = store.images(mpp), int(group.attrs["cell_px"])
-            features = np.zeros((len(images), encoder.feature_dim), np.float32)
-            for start in range(0, len(images), batch_size):
-                views = _views(images[start:start + batch_size], cell_px).to(device, non_blocking=True)
-                features[start:start + len(views)] = encoder(views).float().cpu().numpy()
-                bar.update(len(views))
-            out.append(ScaleEmbeddings(
-                target_mpp=mpp, mpp=float(group.attrs["mpp"]), factor=store.factor(order[0], mpp),
-                grid_shape=(int(group.attrs["grid_rows"]), int(group.attrs["grid_cols"])),
-                cell_um=float(group.attrs["mpp"]) * cell_px, grid=group["grid"][...].astype(np.int64),
-                coords=group["coords"][...].astype(np.int64), features=features))
-            log.info("%s: %g mpp: %d tiles embedded", slide, mpp, len(features))
+    for mpp in order:
+        group = store.group(mpp)
+        features = embed_scale(store, mpp, encoder, batch_size, device, bar)
+        out.append(ScaleEmbeddings(
+            target_mpp=mpp, mpp=float(group.attrs["mpp"]), factor=store.factor(order[0], mpp),
+            grid_shape=(int(group.attrs["grid_rows"]), int(group.attrs["grid_cols"])),
+            cell_um=float(group.attrs["mpp"]) * int(group.attrs["cell_px"]), grid=group["grid"][...].astype(np.int64),
+            coords=group["coords"][...].astype(np.int64), features=features))
+        log.info("%s: %g mpp: %d tiles embedded", slide, mpp, len(features))
     bar.close()
     return out

@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from magflow import provenance
+from magflow.aggregate.tile_embed import embed_scale
 from magflow.embed.control import InitControl
 from magflow.embed.encoder import Encoder, ExternalModel, load_encoder
 from magflow.embed.labels import CSV_SUFFIXES, LabelMask, mask_labels, read_label_mask
@@ -71,31 +72,6 @@ def tile_squares_um(grid: np.ndarray, cell_um: float) -> np.ndarray:
     return np.concatenate([start, start + cell_um], axis=1)
 
 
-def centre_views(patches: np.ndarray, cell_px: int) -> torch.Tensor:
-    """B×S×S×3 uint8 source patches → B×3×C×C float views in [0, 1]: the centred cell, not resized."""
-    offset = (patches.shape[1] - cell_px) // 2
-    cells = patches[:, offset:offset + cell_px, offset:offset + cell_px]
-    return torch.from_numpy(np.ascontiguousarray(cells)).permute(0, 3, 1, 2).float().div_(255)
-
-
-def embed_scale(store: TileStore, mpp: float, encoder: Encoder, batch_size: int, device: torch.device,
-                bar: tqdm | None = None) -> np.ndarray:
-    """(N, D) float32 features of one scale's kept tiles, in store order, each at its own scale."""
-    if batch_size < 1:
-        raise ConfigError(f"embed.batch_size = {batch_size}: must be at least 1")
-    images, cell_px = store.images(mpp), int(store.group(mpp).attrs["cell_px"])
-    features = np.zeros((len(images), encoder.feature_dim), np.float32)
-    autocast: Any = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                     else torch.autocast("cpu", enabled=False))
-    with torch.inference_mode(), autocast:
-        for start in range(0, len(images), batch_size):
-            views = centre_views(images[start:start + batch_size], cell_px).to(device, non_blocking=True)
-            features[start:start + len(views)] = encoder(views).float().cpu().numpy()
-            if bar is not None:
-                bar.update(len(views))
-    return features
-
-
 def embed_mad_tiles(stores: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
                     model: str | os.PathLike[str] | ExternalModel | InitControl | Encoder, *,
                     splits: Mapping[str, str | None], labels: Mapping[str, str | os.PathLike[str] | None] | None = None,
@@ -108,6 +84,8 @@ def embed_mad_tiles(stores: Sequence[str | os.PathLike[str]], out: str | os.Path
     """
     if not stores:
         raise ConfigError("mad_embed: no tile store given")
+    if batch_size < 1:
+        raise ConfigError(f"embed.batch_size = {batch_size}: must be at least 1")
     ids, total = [], 0
     for path in stores:
         with TileStore(path) as store:

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from magflow.aggregate.methods import magnification
 from magflow.errors import ConfigError
-from magflow.evaluate.mad_tiles import MadScale, MadTiles, magnification
+from magflow.evaluate.mad_tiles import MadScale, MadTiles
 from magflow.evaluate.vectors import l2_normalize
 
 NEGATIVES_PER_PARENT = 16

@@ -47,6 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 from sklearn.metrics import f1_score
 
+from magflow.aggregate.methods import magnification
 from magflow.embed.labels import read_label_mask
 from magflow.errors import ConfigError
 from magflow.evaluate.classification import STD_DDOF
@@ -54,7 +55,7 @@ from magflow.evaluate.clustering import KMEANS_N_INIT, kmeans_scores
 from magflow.evaluate.knn import KNN_METRIC, KNN_WEIGHTS, knn_predict
 from magflow.evaluate.linear_probe import (PAPER_EPOCHS, PAPER_PATIENCE, Probe, check_probe, fit_probe,
                                            probe_record)
-from magflow.evaluate.mad_tiles import MadScale, MadTiles, magnification
+from magflow.evaluate.mad_tiles import MadScale, MadTiles
 from magflow.evaluate.outcome import MetricSkipped
 from magflow.evaluate.segmentation import (BACKGROUND, confusion_scores, pixel_confusion, tile_coverage,
                                           tile_label_map)

@@ -30,11 +30,6 @@ def scale_group(target_mpp: float) -> str:
     return f"mpp~{float(target_mpp):.3f}"
 
 
-def magnification(mpp: float) -> str:
-    """The objective magnification a scale corresponds to: 0.25 mpp = 40×, 1.0 = 10×, 4.0 = 2.5×."""
-    return f"{10.0 / mpp:g}×"
-
-
 @dataclass(frozen=True)
 class MadScale:
     """One scale's kept tiles, in store order per slide."""
