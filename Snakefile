@@ -28,6 +28,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/mad.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/report.smk"
 
 
 wildcard_constraints:

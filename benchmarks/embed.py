@@ -14,8 +14,8 @@ included (on CUDA after one warm-up run). The bound is
 the same ViT's ``forward_features`` on a ready B×3×224×224 batch already on the device, under the
 same precision. Both are in images (views) per second; their ratio is the share of the bound reached.
 
-The ``png`` case times the benchmark step's path (``magflow.benchmark.run.embed_images``) on a
-TCGA-MS folder written by ``magflow.benchmark.fixtures.write_tcga_ms`` (slides × regions images of
+The ``png`` case times the benchmark step's path (``magflow.benchmark.benchmark.embed_images``) on a
+TCGA-MS folder written by ``magflow.benchmark.benchmark_fixture.write_tcga_ms`` (slides × regions images of
 224 px at each of the 7 mpps): a DataLoader whose worker processes decode the PNGs into uint8
 tensors, then normalisation and the same ViT's forward, loader start included (on CUDA after one
 warm-up run), against the same bound.
@@ -33,11 +33,11 @@ import torch
 from PIL import Image
 
 from magflow.benchmark.config import BenchmarkSpec
-from magflow.benchmark.fixtures import write_tcga_ms
+from magflow.benchmark.benchmark_fixture import write_tcga_ms
 from magflow.benchmark.images import input_size, native_size
-from magflow.benchmark.run import embed_images
+from magflow.benchmark.benchmark import embed_images
 from magflow.embed import PROFILE_MPPS, embed_tileset, load_encoder
-from magflow.embed.run import pick_device
+from magflow.embed.embed import pick_device
 from magflow.preprocess.store import ScaleContent, StoreWriter
 from magflow.pretrain.backbone import build_backbone
 from magflow.pretrain.export import architecture, export_teacher

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import openslide
 
-from magflow.preprocess.extract import TileSetParams, _plan_jobs, _plan_scales_and_cells, extract_tiles
+from magflow.preprocess.extract_tiles import TileSetParams, _plan_jobs, _plan_scales_and_cells, extract_tiles
 from magflow.preprocess.mask_store import read_mask
 from magflow.preprocess.store import TileStore
 from magflow.preprocess.tissue import TissueParams
-from magflow.preprocess.tissue_step import make_tissue_mask
+from magflow.preprocess.tissue_mask import make_tissue_mask
 from magflow.slides.reader import Slide
 
 TRAIN = TileSetParams("train", [0.25, 0.5, 1.0, 2.0], cell_px=224, source_px=448, min_tissue=0.5)

@@ -38,17 +38,17 @@ from sklearn.metrics import balanced_accuracy_score
 
 from magflow.embed.control import InitControl
 from magflow.embed.output import read_embeddings
-from magflow.embed.run import embed_tileset
+from magflow.embed.embed import embed_tileset
 from magflow.evaluate.knn import knn_predict
 from magflow.evaluate.rankme import rankme
-from magflow.preprocess.extract import TileSetParams, extract_tiles
+from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles
 from magflow.preprocess.tissue import TissueParams
-from magflow.preprocess.tissue_step import make_tissue_mask
-from magflow.pretrain.checkpoint import CHECKPOINT, load_checkpoint
+from magflow.preprocess.tissue_mask import make_tissue_mask
 from magflow.pretrain.strategy import SamplingStrategy
 from magflow.pretrain.trainer import TrainConfig, train
 from magflow.sampling import SamplerConfig, build_sampler
-from magflow.slides.phantom_step import make_phantom
+from magflow.training import CHECKPOINT, load_checkpoint
+from magflow.phantom.phantom import make_phantom
 
 PROFILE_MPPS = (0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
 SCALES = [0.25, 0.5, 1.0, 2.0]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from magflow.preprocess.extract import TileSetParams, extract_tiles
+from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles
 from magflow.preprocess.mask_store import write_mask
 from magflow.preprocess.tissue import TissueMask
 from wsi_factory import write_wsi

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from embed_fixtures import export_tiny_vit, smooth_field, write_analytic_store
-from magflow.aggregate.region_step import build_slide_regions
+from magflow.aggregate.region_embed import build_slide_regions
 from magflow.aggregate.regions import SlideRegions, aligned_regions, region_layout, write_regions
 from magflow.aggregate.synthetic import synthetic_scales, write_synthetic_regions
 from magflow.embed.encoder import load_encoder

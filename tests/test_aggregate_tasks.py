@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from magflow.aggregate.abmil import ABMIL
-from magflow.aggregate.abmil_step import mixer_description, run_abmil_tasks
-from magflow.aggregate.auroc_table import write_auroc_table
+from magflow.aggregate.abmil_model import ABMIL
+from magflow.aggregate.abmil import mixer_description, run_abmil_tasks
+from magflow.aggregate.abmil_table import write_auroc_table
 from magflow.aggregate.bags import RegionBag
 from magflow.aggregate.design_figure import design_summary, write_design_figure
 from magflow.aggregate.methods import SlideMethod, slide_methods

@@ -17,7 +17,7 @@ from scipy import ndimage
 from sklearn.model_selection import StratifiedKFold
 
 from magflow.benchmark.config import BenchmarkSpec, benchmark_specs
-from magflow.benchmark.fixtures import BRACS_CLASSES, TCGA_CLASSES, write_bracs_ms, write_tcga_ms
+from magflow.benchmark.benchmark_fixture import BRACS_CLASSES, TCGA_CLASSES, write_bracs_ms, write_tcga_ms
 from magflow.benchmark.folds import first_label_per_group, patient_folds
 from magflow.benchmark.layouts import COLUMNS, FOLD_COLUMNS
 from magflow.benchmark.paths import BRACS_SUBTYPES, PROFILE_MPPS

@@ -23,12 +23,12 @@ from timm.models import save_for_hf
 
 from embed_fixtures import TINY_VIT
 from magflow.benchmark.config import BenchmarkSpec
-from magflow.benchmark.fixtures import write_bracs_ms, write_tcga_ms
+from magflow.benchmark.benchmark_fixture import write_bracs_ms, write_tcga_ms
 from magflow.benchmark.layouts import FOLD_COLUMNS
 from magflow.benchmark.output import read_benchmark_embeddings
 from magflow.benchmark.paths import PROFILE_MPPS, STANDARD_MPPS
 from magflow.benchmark.record import RECORD_KEYS
-from magflow.benchmark.run import read_record, run_benchmark
+from magflow.benchmark.benchmark import read_record, run_benchmark
 from magflow.embed.external import ExternalModel
 from magflow.errors import ConfigError
 from magflow.evaluate.cms import CMS_C_GRID, CMS_K_GRID

@@ -21,14 +21,14 @@ from PIL import Image
 from magflow.benchmark.config import FIXTURE_SIZES, BenchmarkSpec, benchmark_specs
 from magflow.benchmark.paths import PROFILE_MPPS, STANDARD_MPPS
 from magflow.errors import ConfigError
-from magflow.report.benchmark_figure import (
+from magflow.report.benchmark_report import (
     draw_benchmark,
     read_benchmark_records,
     split_means,
     table_rows,
     write_benchmark_report,
 )
-from magflow.report.index import _benchmarks
+from magflow.report.report_index import _benchmarks
 from test_workflow import REPO, copy_project
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -105,7 +105,7 @@ def test_the_demo_benchmark_is_a_fixture_written_by_the_workflow():
 def test_a_bracs_ms_fixture_reads_the_patient_sheet_its_writer_puts_beside_the_images(tmp_path):
     spec = BenchmarkSpec.from_config("b", {"layout": "bracs-ms", "root": "results/benchmark_fixture/b", "fixture": True})
     assert spec.patients == Path("results/benchmark_fixture/b/BRACS.csv") and spec.labels is None
-    from magflow.benchmark.fixtures import write_fixture
+    from magflow.benchmark.benchmark_fixture import write_fixture
 
     assert write_fixture("bracs-ms", tmp_path / "b", mpps=(0.25, 0.5), n_patients=7, rois_per_wsi=1,
                          tile_px=16).name == spec.patients.name
@@ -337,7 +337,7 @@ def test_the_readmes_benchmark_commands_plan_the_model_on_the_folder(tmp_path):
     from timm.models import save_for_hf
 
     from embed_fixtures import TINY_VIT
-    from magflow.benchmark.fixtures import write_tcga_ms
+    from magflow.benchmark.benchmark_fixture import write_tcga_ms
 
     write_config, run, open_report = readme_benchmark_commands()
     assert run.startswith("snakemake ") and "webbrowser results/report/index.html" in open_report

@@ -54,7 +54,7 @@ def test_several_tasks_need_a_task_pattern_and_a_mixer_takes_no_scales(cohort, t
 
 
 def test_a_mixer_method_without_its_directory_is_refused_before_any_work(cohort, tmp_path):
-    from magflow.aggregate.abmil_step import run_abmil_tasks
+    from magflow.aggregate.abmil import run_abmil_tasks
     from magflow.aggregate.methods import SlideMethod
     from magflow.errors import ConfigError
 

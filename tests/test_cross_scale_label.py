@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from magflow.errors import ConfigError
-from magflow.slides.phantom import CLASS_NAMES, PhantomSpec, phantom_layout, render_phantom
-from magflow.slides.phantom_cells import LARGE, SMALL, make_textures, place_nuclei
-from magflow.slides.phantom_cross import architecture_map, cell_map, scale_statistics
-from magflow.slides.phantom_design import PhantomParams
-from magflow.slides.phantom_step import make_phantom, phantom_cross_scale
+from magflow.phantom.slide import CLASS_NAMES, PhantomSpec, phantom_layout, render_phantom
+from magflow.phantom.cells import LARGE, SMALL, make_textures, place_nuclei
+from magflow.phantom.cross import architecture_map, cell_map, scale_statistics
+from magflow.phantom.design import PhantomParams
+from magflow.phantom.phantom import make_phantom, phantom_cross_scale
 
 SEEDS = range(40)
 SIZE_UM = 1344.0  # the demo's extra slides

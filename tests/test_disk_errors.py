@@ -164,10 +164,10 @@ def test_the_mixer_cli_names_an_unmakeable_run_folder(tmp_path, capsys):
     models = tmp_path / "models"
     models.mkdir()
     with unwritable(models):
-        code = cli.main(["mixer", str(tmp_path / "absent.h5"), "--out-dir", str(models / "cmem")])
+        code = cli.main(["pretrain-mixer", str(tmp_path / "absent.h5"), "--out-dir", str(models / "cmem")])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith(f"magflow mixer: error: cannot make the output folder {models / 'cmem'}: the folder "
+    assert err.startswith(f"magflow pretrain-mixer: error: cannot make the output folder {models / 'cmem'}: the folder "
                           f"{models} is not writable"), err
     assert "Traceback" not in err
 
@@ -175,10 +175,10 @@ def test_the_mixer_cli_names_an_unmakeable_run_folder(tmp_path, capsys):
 def test_the_cli_prints_an_error_line_naming_the_output(tmp_path, monkeypatch, capsys):
     out = tmp_path / "ro" / "du.json"
     fail_mkdir(monkeypatch, errno.EROFS)
-    code = cli.main(["sampler", "--strategy", "du", "--grid-step", "0.05", "--out", str(out)])
+    code = cli.main(["optimize-sampler", "--strategy", "du", "--grid-step", "0.05", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith(f"magflow sampler: error: cannot write {out}: the folder {tmp_path} is on a read-only")
+    assert err.startswith(f"magflow optimize-sampler: error: cannot write {out}: the folder {tmp_path} is on a read-only")
     assert "Traceback" not in err
 
 

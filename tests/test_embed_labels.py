@@ -6,7 +6,7 @@ import pytest
 from embed_fixtures import write_label_mask
 from magflow.embed.labels import LabelMask, TileTable, mask_labels, read_label_mask, tile_labels
 from magflow.errors import ConfigError
-from magflow.slides.phantom import CLASS_NAMES, PhantomSpec, phantom_layout
+from magflow.phantom.slide import CLASS_NAMES, PhantomSpec, phantom_layout
 
 
 def anchor_table(slide, cols, rows, cell_um=56.0, slide_mpp=0.25):

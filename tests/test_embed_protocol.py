@@ -6,7 +6,7 @@ import pytest
 
 from embed_fixtures import blob_field, render, smooth_field, write_analytic_store
 from magflow.embed.protocol import NEAREST_SCALE, PROFILE_MPPS, min_source_px, plan_views, read_anchors
-from magflow.embed.run import preview_views
+from magflow.embed.embed import preview_views
 from magflow.preprocess.store import TileStore
 
 C = 32  # cell px; the anchor cell at 0.25 mpp is 8 µm

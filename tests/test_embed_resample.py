@@ -10,8 +10,8 @@ from PIL import Image
 from embed_fixtures import export_tiny_vit, render, smooth_field, write_analytic_store
 from magflow.embed import embed_tileset
 from magflow.embed.protocol import FINEST, PROFILE_MPPS, VIEW_FILTER, cut_window, plan_views, read_anchors
-from magflow.embed.run import preview_views
-from magflow.evaluate.run import evaluate_metric
+from magflow.embed.embed import preview_views
+from magflow.evaluate.evaluate import evaluate_metric
 from magflow.preprocess.store import TileImages, TileStore
 
 C = 32  # cell px: 8 µm at 0.25 mpp
@@ -70,8 +70,8 @@ def test_a_store_too_small_for_the_finest_path_skips_with_the_reason(tmp_path):
 def test_an_untrained_network_on_phantom_tiles_sees_standard_and_intermediate_mpps_through_one_path(tmp_path):
     """A phantom slide, extracted as the ``eval`` tile set (its finest scale, wide patches) and as a multi-scale
     store; an untrained ViT embeds both: only ``nearest_scale`` treats 0.5 and 0.75 mpp differently."""
-    from magflow.preprocess.extract import TileSetParams, extract_tiles
-    from magflow.slides.phantom import PhantomSpec, write_phantom
+    from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles
+    from magflow.phantom.slide import PhantomSpec, write_phantom
     from test_tiles import write_full_mask
 
     slide = tmp_path / "p.tif"

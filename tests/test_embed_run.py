@@ -9,7 +9,7 @@ import torch
 
 from embed_fixtures import export_tiny_vit, smooth_field, write_analytic_store, write_label_mask
 from magflow.embed import PROFILE_MPPS, embed_tileset, load_encoder, plan_views, read_anchors, read_embeddings
-from magflow.embed.run import preview_views
+from magflow.embed.embed import preview_views
 from magflow.errors import ConfigError
 from magflow.preprocess.store import TileStore
 
@@ -125,7 +125,7 @@ def test_labels_from_the_mask_and_the_csv(embedded):
 
 
 def test_a_store_from_real_extraction_embeds_at_every_mpp(tmp_path, model_dir):
-    from magflow.preprocess.extract import TileSetParams, extract_tiles  # needs OpenSlide
+    from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles  # needs OpenSlide
     from test_tiles import smooth_texture, write_full_mask
     from wsi_factory import write_wsi
 

@@ -161,7 +161,7 @@ def test_two_class_fit_equals_the_authors_two_class_softmax():
 def test_eval_path_records_protocol_chosen_k_and_c_and_rankme_definition(tmp_path):
     from eval_fixtures import MPPS, make_embeddings, sheet
     from magflow.evaluate.record import read_record
-    from magflow.evaluate.run import evaluate_metric
+    from magflow.evaluate.evaluate import evaluate_metric
 
     path = make_embeddings(tmp_path / "emb.h5")
     splits, groups = sheet()

@@ -24,7 +24,7 @@ from magflow.evaluate import (
     segmentation_scores,
     tile_label_map,
 )
-from magflow.evaluate.run import METRICS, evaluate_metric
+from magflow.evaluate.evaluate import METRICS, evaluate_metric
 from magflow.evaluate.run_profile import OWN_TILES, SAME_TILES
 from magflow.evaluate.settings import EvalSettings
 from magflow.evaluate.splits import SEEDS as DEFAULT_SEEDS

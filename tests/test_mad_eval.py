@@ -17,7 +17,7 @@ from magflow.evaluate.mad_embed import embed_mad_tiles
 from magflow.evaluate.mad_eval import MadEvalSettings, check_mad_scales, evaluate_mad
 from magflow.evaluate.mad_tiles import read_mad_tiles
 from magflow.preprocess.store import TileStore
-from magflow.report.index import _mad as index_mad_section
+from magflow.report.report_index import _mad as index_mad_section
 from magflow.report.mad_report import write_mad_tables
 
 SPLITS = {"tr": "train", "va": "val", "te": "test"}

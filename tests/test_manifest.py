@@ -4,8 +4,8 @@ import csv
 
 import numpy as np
 
-from magflow.preprocess.extract import TileSetParams, extract_tiles
-from magflow.preprocess.manifest import write_manifest
+from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles
+from magflow.preprocess.tile_manifest import write_manifest
 from magflow.preprocess.mask_store import write_mask
 from magflow.preprocess.store import TileStore
 from magflow.preprocess.tissue import TissueMask

@@ -13,10 +13,10 @@ from PIL import Image
 from scipy import ndimage
 
 from magflow.errors import ConfigError
-from magflow.slides import phantom
+from magflow.phantom import slide as phantom
 from magflow.slides.aperio_tiff import downsample_2x, pyramid
-from magflow.slides.phantom import CLASS_NAMES, PhantomSpec, phantom_layout, render_phantom, write_phantom
-from magflow.slides.phantom_render import E_VECTOR, GLASS_RGB, H_VECTOR
+from magflow.phantom.slide import CLASS_NAMES, PhantomSpec, phantom_layout, render_phantom, write_phantom
+from magflow.phantom.render import E_VECTOR, GLASS_RGB, H_VECTOR
 
 RARE = CLASS_NAMES.index("rare")
 SMALL_DENSE = CLASS_NAMES.index("small_dense")

@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from magflow.pretrain.checkpoint import CHECKPOINT, load_checkpoint
 from magflow.pretrain.strategy import SamplingStrategy
 from magflow.pretrain.trainer import TrainConfig, train
 from magflow.sampling import SamplerConfig, build_sampler
+from magflow.training import CHECKPOINT, load_checkpoint
 from pretrain_fixtures import TINY, write_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

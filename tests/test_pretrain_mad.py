@@ -14,7 +14,7 @@ from magflow.pretrain.dinov2 import DINOv2
 from magflow.pretrain.mad_config import MadConfig
 from magflow.pretrain.mad_data import MadBatches, MadSource
 from magflow.pretrain.mad_views import make_mad_views
-from magflow.pretrain.run import main
+from magflow.pretrain.worker import main
 from magflow.pretrain.trainer import TrainConfig, train
 from magflow.pretrain.views import ViewConfig
 from mad_fixtures import CELL_PX, FEW_CHILDREN_PARENT, FEW_GRANDCHILDREN_CELL, PARTIAL_PARENT, write_mad_store

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from eval_fixtures import make_embeddings, sheet, write_masks
-from magflow.evaluate.run import METRICS, evaluate_metric
+from magflow.evaluate.evaluate import METRICS, evaluate_metric
 from magflow.report.build import build_report
 from magflow.report.figures import rescale
-from magflow.report.index import write_index
-from magflow.report.model_report import FIGURES, TABLES, model_sampler
+from magflow.report.report_index import write_index
+from magflow.report.evaluation_figures import FIGURES, TABLES, model_sampler
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SAMPLER = {"strategy": "cu_minmax", "grid": [0.25, 1.0, 2.0], "I": [0.5, 0.9, 0.6]}

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from eval_fixtures import make_embeddings, sheet
-from magflow.evaluate.run import METRICS, evaluate_metric
-from magflow.report import figures
+from magflow.evaluate.evaluate import METRICS, evaluate_metric
+from magflow.report import figures, rankme_comparison
 from magflow.report.build import build_report
 
 RUN, CONTROL = "run_a", "run_a~init"
@@ -33,7 +33,8 @@ def records(tmp_path_factory):
 def drawn(monkeypatch):
     """The figures the plotting functions save, kept open for inspection."""
     kept = []
-    monkeypatch.setattr(figures, "save", lambda fig, path, rect=None: kept.append(fig))
+    for module in (figures, rankme_comparison):
+        monkeypatch.setattr(module, "save", lambda fig, path, rect=None: kept.append(fig))
     yield kept
     for fig in kept:
         plt.close(fig)
@@ -58,7 +59,7 @@ def test_the_rankme_profile_draws_the_control_dashed_in_the_runs_colour(records,
 
 def test_the_comparison_pairs_each_control_with_its_run(records, drawn, tmp_path):
     _, out = records
-    figures.plot_rankme_comparison({RUN: out[RUN, "rankme"], CONTROL: out[CONTROL, "rankme"]}, tmp_path / "c.png")
+    rankme_comparison.plot_rankme_comparison({RUN: out[RUN, "rankme"], CONTROL: out[CONTROL, "rankme"]}, tmp_path / "c.png")
     (line,) = dashed(drawn[0])
     run_line = next(li for li in drawn[0].axes[0].get_lines() if li.get_label() == RUN)
     assert line.get_color() == run_line.get_color()

@@ -16,12 +16,12 @@ import tifffile
 from PIL import Image
 
 from magflow.errors import ConfigError, MissingMppError, SlideError
-from magflow.preprocess.extract import TileSetParams, extract_tiles
+from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles
 from magflow.preprocess.mask_store import mask_summary, read_mask
 from magflow.preprocess.store import TileStore
 from magflow.preprocess.tissue import TissueParams
-from magflow.preprocess.tissue_step import make_tissue_mask
-from magflow.report.slide_table import write_slide_table
+from magflow.preprocess.tissue_mask import make_tissue_mask
+from magflow.report.slide_qc_table import write_slide_table
 from magflow.sheet import read_sheet
 from magflow.slides.reader import Slide
 from wsi_factory import write_wsi
@@ -127,7 +127,7 @@ def test_tissue_over_the_whole_scan_is_refused_and_the_threshold_is_a_config_key
 
 
 def test_brightfield_slides_are_not_refused(tmp_path):
-    from magflow.slides.phantom import PhantomSpec, write_phantom
+    from magflow.phantom.slide import PhantomSpec, write_phantom
 
     for seed, mpp in ((0, 0.25), (1, 0.5)):
         spec = PhantomSpec(width_um=1024, height_um=1024, seed=seed, mpp=mpp, label=seed)
@@ -287,7 +287,7 @@ def test_workflow_refuses_a_dark_slide_and_keep_going_finishes_the_others(tmp_pa
 def test_cli_mask_refuses_a_dark_slide_unless_told(dark_slide, tmp_path):
     import sys
 
-    command = [sys.executable, "-m", "magflow.cli", "mask", str(dark_slide), "--slide-id", "fluo",
+    command = [sys.executable, "-m", "magflow.cli", "tissue-mask", str(dark_slide), "--slide-id", "fluo",
                "--out-mask", str(tmp_path / "m.h5"), "--out-qc", str(tmp_path / "m.png")]
     refused = subprocess.run(command, capture_output=True, text=True)
     assert refused.returncode == 2 and "Slide 'fluo'" in refused.stderr and "--no-brightfield-check" in refused.stderr

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from magflow.errors import SlideError
 from magflow.preprocess import extract as extract_module
 from magflow.preprocess.dataset import TileDataset
-from magflow.preprocess.extract import TileSetParams, extract_tiles
+from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles
 from magflow.preprocess.hierarchy import children, grandchildren, parent, region_size
 from magflow.preprocess.mask_store import write_mask
 from magflow.preprocess.store import TileStore
@@ -260,7 +260,7 @@ def test_scale_finer_than_the_slide_is_skipped_and_recorded(tmp_path):
 
 def test_real_slide_scales_attributes_and_nesting(real_slide, tmp_path):
     from magflow.preprocess.tissue import TissueParams
-    from magflow.preprocess.tissue_step import make_tissue_mask
+    from magflow.preprocess.tissue_mask import make_tissue_mask
     mask = tmp_path / "m.h5"
     make_tissue_mask(real_slide, "cmu", mask, tmp_path / "qc.png", TissueParams())
     out = tmp_path / "cmu.h5"

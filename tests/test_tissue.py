@@ -5,7 +5,7 @@ import pytest
 
 from magflow.preprocess.mask_store import mask_summary, read_mask
 from magflow.preprocess.tissue import TissueParams, detect_tissue, otsu_threshold, saturation
-from magflow.preprocess.tissue_step import make_tissue_mask
+from magflow.preprocess.tissue_mask import make_tissue_mask
 from wsi_factory import write_wsi
 
 GLASS = (242, 240, 244)
@@ -99,7 +99,7 @@ def test_real_slide_tissue(real_slide, tmp_path):
 def test_mask_of_a_phantom_matches_its_ground_truth(tmp_path):
     from PIL import Image
 
-    from magflow.slides.phantom import PhantomSpec, write_phantom
+    from magflow.phantom.slide import PhantomSpec, write_phantom
 
     spec = PhantomSpec(width_um=1024, height_um=1024, seed=5, label=1)
     meta = write_phantom(spec, tmp_path / "p.tiff", tmp_path / "p.labels.png", tmp_path / "p.json")

@@ -20,7 +20,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from magflow.slides.phantom import PhantomSpec, write_phantom
+    from magflow.phantom.slide import PhantomSpec, write_phantom
 
     label = args.label if args.cross_scale is None else args.cross_scale  # the rare class is present iff it is 1
     if args.cross_scale is not None and args.label not in (None, args.cross_scale):
@@ -44,16 +44,16 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mask(args: argparse.Namespace) -> int:
+def _tissue_mask(args: argparse.Namespace) -> int:
     from magflow.preprocess.tissue import TissueParams
-    from magflow.preprocess.tissue_step import make_tissue_mask
+    from magflow.preprocess.tissue_mask import make_tissue_mask
 
     slide_id = args.slide_id or Path(args.slide).stem
     params = TissueParams(mpp=args.tissue_mpp, min_saturation=args.min_saturation)
     result = make_tissue_mask(args.slide, slide_id, args.out_mask, args.out_qc, params, args.mpp,
                               brightfield_check=not args.no_brightfield_check)
     if result.refused:
-        print(f"magflow mask: error: {result.refused} (With this command: --no-brightfield-check.)",
+        print(f"magflow tissue-mask: error: {result.refused} (With this command: --no-brightfield-check.)",
               file=sys.stderr)
         return 2
     print(f"{slide_id}: tissue fraction {result.tissue_fraction:.3f}"
@@ -61,8 +61,8 @@ def _mask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tiles(args: argparse.Namespace) -> int:
-    from magflow.preprocess.extract import TileSetParams, extract_tiles
+def _extract_tiles(args: argparse.Namespace) -> int:
+    from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles
 
     slide_id = args.slide_id or Path(args.slide).stem
     params = TileSetParams(args.tileset, args.scales, args.cell_px, args.source_px, args.min_tissue,
@@ -78,8 +78,9 @@ def _tiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sampler(args: argparse.Namespace) -> int:
-    from magflow.sampling import SamplerConfig, optimize_sampler
+def _optimize_sampler(args: argparse.Namespace) -> int:
+    from magflow.sampling import SamplerConfig
+    from magflow.sampling.optimize_sampler import optimize_sampler
 
     config = SamplerConfig(strategy=args.strategy, kernel=args.kernel, lam=args.lam, mpp=args.mpp,
                            lo=args.range[0], hi=args.range[1], grid_step=args.grid_step)
@@ -157,7 +158,7 @@ def _mad_report(args: argparse.Namespace) -> int:
 
 def _benchmark(args: argparse.Namespace) -> int:
     from magflow.benchmark.config import BenchmarkSpec
-    from magflow.benchmark.run import run_benchmark
+    from magflow.benchmark.benchmark import run_benchmark
 
     root = Path(args.root)
     name = args.benchmark or root.resolve().name
@@ -186,7 +187,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _benchmark_fixture(args: argparse.Namespace) -> int:
-    from magflow.benchmark.fixtures import write_fixture
+    from magflow.benchmark.benchmark_fixture import write_fixture
 
     sizes = {k: v for k, v in {"n_slides": args.n_slides, "regions_per_slide": args.regions_per_slide,
                                "n_patients": args.n_patients, "rois_per_wsi": args.rois_per_wsi,
@@ -207,7 +208,7 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from magflow.evaluate.run import METRICS, evaluate_metric
+    from magflow.evaluate.evaluate import METRICS, evaluate_metric
     from magflow.sheet import read_sheet
 
     entries = read_sheet(args.sheet) if args.sheet else []
@@ -254,8 +255,8 @@ def _read(args: argparse.Namespace) -> int:
     return 0
 
 
-def _regions(args: argparse.Namespace) -> int:
-    from magflow.aggregate.region_step import build_slide_regions
+def _region_embed(args: argparse.Namespace) -> int:
+    from magflow.aggregate.region_embed import build_slide_regions
 
     model = _encoder_source(args)
     counts = build_slide_regions(args.store, args.out, model, name=args.name, t=args.t, scales=args.scales,
@@ -265,7 +266,7 @@ def _regions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mixer(args: argparse.Namespace) -> int:
+def _pretrain_mixer(args: argparse.Namespace) -> int:
     from magflow.aggregate.pretrain_mixer import MixerTrainConfig, train_mixer
 
     config = MixerTrainConfig.from_dict(json.loads(args.settings))
@@ -275,7 +276,7 @@ def _mixer(args: argparse.Namespace) -> int:
 
 
 def _abmil(args: argparse.Namespace) -> int:
-    from magflow.aggregate.abmil_step import run_abmil_tasks
+    from magflow.aggregate.abmil import run_abmil_tasks
     from magflow.aggregate.methods import SlideMethod
     from magflow.sheet import read_sheet
 
@@ -309,8 +310,79 @@ def _abmil(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slide_qc_table(args: argparse.Namespace) -> int:
+    from magflow.report.slide_qc_table import write_slide_table
+
+    write_slide_table(args.masks, args.out_tsv, args.out_html)
+    print(f"wrote {args.out_tsv} and {args.out_html}")
+    return 0
+
+
+def _tile_manifest(args: argparse.Namespace) -> int:
+    from magflow.preprocess.tile_manifest import write_manifest
+    from magflow.sheet import read_sheet
+
+    splits = {e.slide_id: e.split for e in read_sheet(args.sheet)} if args.sheet else {}
+    rows = write_manifest(args.stores, splits, args.tileset, args.out_tsv, args.out_html)
+    print(f"{len(rows)} rows; wrote {args.out_tsv} and {args.out_html}")
+    return 0
+
+
+def _plot_samplers(args: argparse.Namespace) -> int:
+    from magflow.sampling.plot_samplers import plot_sampler_comparison
+
+    plot_sampler_comparison(args.samplers, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _evaluation_figures(args: argparse.Namespace) -> int:
+    from magflow.report.evaluation_figures import write_model_report
+
+    write_model_report(args.eval_dir, args.embeddings, args.out_dir, json.loads(args.settings), args.control_dir)
+    print(f"wrote the figures and tables of {args.eval_dir} to {args.out_dir}")
+    return 0
+
+
+def _rankme_comparison(args: argparse.Namespace) -> int:
+    from magflow.report.rankme_comparison import plot_rankme_comparison_files
+
+    plot_rankme_comparison_files(args.records, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _report_index(args: argparse.Namespace) -> int:
+    import yaml
+
+    from magflow.report.report_index import write_index
+
+    config = yaml.safe_load(Path(args.config).read_text()) if args.config else None
+    index = write_index(args.out, args.models, args.comparison, eval_root=args.eval_root, figure_root=args.figure_root,
+                        config=config, manifests=args.manifests, slide_table=args.slide_table,
+                        slide_level=args.slide_level, mad=args.mad)
+    print(f"wrote {index}")
+    return 0
+
+
+def _abmil_table(args: argparse.Namespace) -> int:
+    from magflow.aggregate.abmil_table import abmil_table
+
+    abmil_table(args.records, args.out_tsv, args.out_html, args.out_design)
+    print(f"wrote {args.out_tsv} and {args.out_html}" + (f" and {args.out_design}" if args.out_design else ""))
+    return 0
+
+
+def _benchmark_report(args: argparse.Namespace) -> int:
+    from magflow.report.benchmark_report import write_benchmark_report
+
+    rows = write_benchmark_report(args.records, args.out_figure, args.out_html, args.out_tsv, benchmark=args.benchmark)
+    print(f"{len(rows)} rows; wrote {args.out_figure}, {args.out_html} and {args.out_tsv}")
+    return 0
+
+
 def _add_encoder_arguments(p: argparse.ArgumentParser) -> None:
-    """The frozen encoder of `embed` and `regions`: a run's directory, or an external model
+    """The frozen encoder of `embed`, `region-embed`, `mad-embed` and `benchmark`: a run's directory, or an external model
     (magflow.embed.external: a timm name + weights, local-dir:, hf-hub: from the local cache, a release folder)."""
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-dir", help="a run's directory: teacher_backbone.safetensors + model_card.json")
@@ -371,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column (wins over metadata)")
     p.set_defaults(handler=_info)
 
-    p = steps.add_parser("mask", help="compute a tissue mask and its QC picture")
+    p = steps.add_parser("tissue-mask", help="compute a tissue mask and its QC picture")
     p.add_argument("slide")
     p.add_argument("--slide-id")
     p.add_argument("--out-mask", required=True, help="output HDF5 file")
@@ -381,11 +453,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-saturation", type=float, default=0.05)
     p.add_argument("--no-brightfield-check", action="store_true",
                    help="accept a slide that does not look like a brightfield scan (the sheet's brightfield_check: off)")
-    p.set_defaults(handler=_mask)
+    p.set_defaults(handler=_tissue_mask)
 
-    p = steps.add_parser("tiles", help="extract a multi-scale tile store (HDF5) from a slide and its mask")
+    p = steps.add_parser("slide-qc-table", help="one table (TSV and HTML) of the slides: mpp, its source, tissue")
+    p.add_argument("masks", nargs="+", help="the slides' tissue masks, e.g. results/masks/*.h5")
+    p.add_argument("--out-tsv", required=True, help="e.g. results/qc/slides.tsv")
+    p.add_argument("--out-html", required=True, help="e.g. results/qc/slides.html")
+    p.set_defaults(handler=_slide_qc_table)
+
+    p = steps.add_parser("extract-tiles", help="extract a multi-scale tile store (HDF5) from a slide and its mask")
     p.add_argument("slide")
-    p.add_argument("--mask", required=True, help="the slide's tissue mask (from `magflow mask`)")
+    p.add_argument("--mask", required=True, help="the slide's tissue mask (from `magflow tissue-mask`)")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--slide-id")
     p.add_argument("--tileset", default="train", help="name recorded in the store")
@@ -399,9 +477,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jpeg-quality", type=int, help="store tiles as JPEG of this quality (1-100); default raw pixels")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column")
-    p.set_defaults(handler=_tiles)
+    p.set_defaults(handler=_extract_tiles)
 
-    p = steps.add_parser("sampler", help="solve a magnification sampling distribution into a JSON record")
+    p = steps.add_parser("tile-manifest", help="one tile set's manifest (TSV and HTML): tiles kept per slide and mpp")
+    p.add_argument("stores", nargs="+", help="the tile set's stores, e.g. results/tiles/eval/*.h5")
+    p.add_argument("--tileset", required=True, help="the tile set's name")
+    p.add_argument("--sheet", help="the slide sheet, for its split column")
+    p.add_argument("--out-tsv", required=True, help="e.g. results/tiles/eval/manifest.tsv")
+    p.add_argument("--out-html", required=True, help="e.g. results/tiles/eval/manifest.html")
+    p.set_defaults(handler=_tile_manifest)
+
+    p = steps.add_parser("optimize-sampler", help="solve a magnification sampling distribution into a JSON record")
     p.add_argument("--strategy", required=True, help="single, du, cu, cu_maxavg or cu_minmax")
     p.add_argument("--kernel", default="abs", help="abs or area (or a registered kernel)")
     p.add_argument("--lam", type=float, help="λ of cu_maxavg (default 1.0)")
@@ -409,7 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--range", type=float, nargs=2, default=[0.25, 2.0], metavar=("LO", "HI"))
     p.add_argument("--grid-step", type=float, default=0.005)
     p.add_argument("--out", required=True, help="output JSON")
-    p.set_defaults(handler=_sampler)
+    p.set_defaults(handler=_optimize_sampler)
+
+    p = steps.add_parser("plot-samplers", help="the strategy comparison figure of one kernel's sampler JSONs")
+    p.add_argument("samplers", nargs="+", help="sampler JSONs, e.g. results/samplers/kernel~abs/*.json")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.set_defaults(handler=_plot_samplers)
 
     p = steps.add_parser("embed", help="embed a tile set's stores at several mpps (a run's teacher or a timm model)")
     p.add_argument("stores", nargs="+", help="the tile stores of one tile set, e.g. results/tiles/eval/*.h5")
@@ -451,6 +542,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(embed.mean_patch), as the model's evaluation embeddings do")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.set_defaults(handler=_benchmark)
+
+    p = steps.add_parser("benchmark-report", help="one benchmark's panel (PNG) and table (HTML, TSV) from its records")
+    p.add_argument("records", nargs="+", help="the benchmark's records, e.g. results/benchmarks/BENCH/*.json")
+    p.add_argument("--benchmark", help="the benchmark's name (default: from the records)")
+    p.add_argument("--out-figure", required=True)
+    p.add_argument("--out-html", required=True)
+    p.add_argument("--out-tsv", required=True)
+    p.set_defaults(handler=_benchmark_report)
 
     p = steps.add_parser("benchmark-fixture", help="write a small synthetic benchmark folder in the tcga-ms or "
                                                    "bracs-ms layout, cut from phantom slides (as the demo's)")
@@ -513,7 +612,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table5-tsv", help="Table 5 as TSV")
     p.set_defaults(handler=_mad_report)
 
-    p = steps.add_parser("report", help="figures of evaluated models, their RankMe comparison and index.html")
+    p = steps.add_parser("evaluation-figures", help="one model's figures and tables from its metric records")
+    p.add_argument("--eval-dir", required=True, help="the model's records, e.g. results/eval/MODEL")
+    p.add_argument("--embeddings", required=True, help="the model's embeddings file (its model card and sampler)")
+    p.add_argument("--out-dir", required=True, help="e.g. results/report/MODEL")
+    p.add_argument("--control-dir", help="the records of the model's control, e.g. results/eval/MODEL~init")
+    p.add_argument("--settings", default="{}", help="the config's evaluate block as JSON")
+    p.set_defaults(handler=_evaluation_figures)
+
+    p = steps.add_parser("rankme-comparison", help="every model's RankMe profile on one chart")
+    p.add_argument("records", nargs="+", help="RankMe records, e.g. results/eval/*/rankme.json")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.set_defaults(handler=_rankme_comparison)
+
+    p = steps.add_parser("report-index", help="the self-contained index page of evaluated models")
+    p.add_argument("models", nargs="+", help="model names, in row order")
+    p.add_argument("--out", required=True, help="e.g. results/report/index.html")
+    p.add_argument("--comparison", required=True, help="the rankme-comparison PNG")
+    p.add_argument("--eval-root", default="results/eval")
+    p.add_argument("--figure-root", default="results/report")
+    p.add_argument("--config", help="the run's configuration (YAML), shown as provenance")
+    p.add_argument("--manifests", nargs="*", default=[], help="tile manifests (TSV) for the mpp sources")
+    p.add_argument("--slide-table", help="the slide QC table, results/qc/slides.tsv")
+    p.add_argument("--slide-level", help="the abmil-table TSV, when region aggregation ran")
+    p.add_argument("--mad", help="the mad-report Table 4 TSV, when the MAD evaluation ran")
+    p.set_defaults(handler=_report_index)
+
+    p = steps.add_parser("report", help="the three report steps in one go (evaluation-figures of each model, rankme-comparison, report-index)")
     p.add_argument("models", nargs="+", help="model names (folders of --eval-root and --embeddings-root)")
     p.add_argument("--eval-root", default="results/eval")
     p.add_argument("--embeddings-root", default="results/embeddings")
@@ -524,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", default="{}", help="the config's evaluate block as JSON")
     p.set_defaults(handler=_report)
 
-    p = steps.add_parser("regions", help="embed a slide's region tile store and write its region sequences (HDF5)")
+    p = steps.add_parser("region-embed", help="embed a slide's region tile store and write its region sequences (HDF5)")
     p.add_argument("store", help="the slide's store of the region tile set (every tissue tile, no caps)")
     p.add_argument("--out", required=True, help="output HDF5 file, e.g. results/regions/MODEL/SLIDE.h5")
     _add_encoder_arguments(p)
@@ -532,15 +657,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", type=float, nargs="+", default=[2.0, 1.0, 0.5], help="token scales (mpp)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
-    p.set_defaults(handler=_regions)
+    p.set_defaults(handler=_region_embed)
 
-    p = steps.add_parser("mixer", help="pretrain a mixing encoder with MEM or CMEM on region files (resumable)")
+    p = steps.add_parser("pretrain-mixer", help="pretrain a mixing encoder with MEM or CMEM on region files (resumable)")
     p.add_argument("regions", nargs="+", help="region files of one encoder, e.g. results/regions/MODEL/*.h5")
     p.add_argument("--out-dir", required=True, help="checkpoint, history.tsv, mixer_encoder.safetensors, card")
     p.add_argument("--settings", default="{}", help='MixerTrainConfig fields as JSON, e.g. \'{"objective": "cmem"}\'')
     p.add_argument("--stop-at", type=int, help="stop (checkpointed) at this iteration; rerun to resume")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    p.set_defaults(handler=_mixer)
+    p.set_defaults(handler=_pretrain_mixer)
 
     p = steps.add_parser("abmil", help="AB-MIL on slide sheet label columns over region files: AUROC over seeds "
                                        "(one JSON record per task)")
@@ -564,9 +689,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(handler=_abmil)
 
+    p = steps.add_parser("abmil-table", help="the slide-level AUROC table of AB-MIL records and the design figure")
+    p.add_argument("records", nargs="+", help="AB-MIL records, in row order, e.g. results/abmil/MODEL/*/*.json")
+    p.add_argument("--out-tsv", required=True)
+    p.add_argument("--out-html", required=True)
+    p.add_argument("--out-design", help="the design-decision figure (PNG)")
+    p.set_defaults(handler=_abmil_table)
+
     steps.add_parser("pretrain", add_help=False,
                      help="train one DINOv2 run: magflow pretrain --config run.yaml (see magflow pretrain --help); "
-                          "multi-GPU: torchrun --nproc_per_node=N -m magflow.pretrain.run --config run.yaml")
+                          "multi-GPU: torchrun --nproc_per_node=N -m magflow.pretrain.worker --config run.yaml")
 
     p = steps.add_parser("export-timm", help="write a finished run's timm local-dir folder (RUN/timm: config.json, "
                                              "model.safetensors, README.md) from its teacher export")
@@ -588,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pretrain"]:  # the training entry point has its own flags (and is what torchrun runs)
-        from magflow.pretrain.run import main as pretrain_main
+        from magflow.pretrain.worker import main as pretrain_main
 
         return pretrain_main(argv[1:])
     args = build_parser().parse_args(argv)

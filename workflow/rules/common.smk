@@ -24,7 +24,7 @@ from magflow.pretrain.runs import RUN_COLUMNS, check_runs, is_mad, mad_settings,
 from magflow.report.names import FIGURES, TABLES
 from magflow.sampling.sweep import SWEEP_COLUMNS, check_sweep, sampler_config
 from magflow.sheet import read_sheet
-from magflow.slides.phantom_step import PHANTOM_SHEET_COLUMNS
+from magflow.phantom.phantom import PHANTOM_SHEET_COLUMNS
 from magflow.sheet_lines import data_lines, row_lines
 from magflow.writable import check_writable, folder_problems
 

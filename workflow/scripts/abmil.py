@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from magflow.aggregate.abmil_step import run_abmil_tasks
+from magflow.aggregate.abmil import run_abmil_tasks
 from magflow.logs import log_to_file
 
 log_to_file(snakemake.log[0])

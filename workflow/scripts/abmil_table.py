@@ -1,7 +1,5 @@
-from magflow.aggregate.abmil_step import write_table
-from magflow.aggregate.design_figure import write_design_figure
+from magflow.aggregate.abmil_table import abmil_table
 from magflow.logs import log_to_file
 
 log_to_file(snakemake.log[0])
-write_table(snakemake.input.records, snakemake.output.tsv, snakemake.output.html)
-write_design_figure(snakemake.input.records, snakemake.output.design)
+abmil_table(snakemake.input.records, snakemake.output.tsv, snakemake.output.html, snakemake.output.design)

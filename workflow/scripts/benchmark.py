@@ -1,5 +1,5 @@
 from magflow.benchmark.config import BenchmarkSpec
-from magflow.benchmark.run import run_benchmark
+from magflow.benchmark.benchmark import run_benchmark
 from magflow.embed import model_source
 from magflow.logs import log_to_file
 

@@ -1,4 +1,4 @@
-from magflow.benchmark.fixtures import write_fixture
+from magflow.benchmark.benchmark_fixture import write_fixture
 from magflow.logs import log_to_file
 
 log_to_file(snakemake.log[0])

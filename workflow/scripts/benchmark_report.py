@@ -1,5 +1,5 @@
 from magflow.logs import log_to_file
-from magflow.report.benchmark_figure import write_benchmark_report
+from magflow.report.benchmark_report import write_benchmark_report
 
 log_to_file(snakemake.log[0])
 write_benchmark_report(

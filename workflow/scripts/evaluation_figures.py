@@ -1,5 +1,5 @@
 from magflow.logs import log_to_file
-from magflow.report.model_report import write_model_report
+from magflow.report.evaluation_figures import write_model_report
 
 log_to_file(snakemake.log[0])
 write_model_report(

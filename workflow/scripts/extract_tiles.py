@@ -1,5 +1,5 @@
 from magflow.logs import log_to_file
-from magflow.preprocess.extract import TileSetParams, extract_tiles
+from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles
 
 log_to_file(snakemake.log[0])
 extract_tiles(

@@ -1,5 +1,5 @@
 from magflow.logs import log_to_file
-from magflow.slides.phantom_step import make_phantom
+from magflow.phantom.phantom import make_phantom
 
 log_to_file(snakemake.log[0])
 make_phantom(

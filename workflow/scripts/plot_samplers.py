@@ -2,7 +2,7 @@
 
 import logging
 
-from magflow.sampling.plot import plot_sampler_comparison
+from magflow.sampling.plot_samplers import plot_sampler_comparison
 
 logging.basicConfig(
     filename=snakemake.log[0],  # noqa: F821

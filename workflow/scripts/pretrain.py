@@ -1,5 +1,5 @@
 from magflow.logs import log_to_file
-from magflow.pretrain.launch import launch_pretraining
+from magflow.pretrain.pretrain import launch_pretraining
 
 log_to_file(snakemake.log[0])
 launch_pretraining(

@@ -1,4 +1,4 @@
-from magflow.aggregate.region_step import build_slide_regions
+from magflow.aggregate.region_embed import build_slide_regions
 from magflow.embed import model_source
 from magflow.logs import log_to_file
 

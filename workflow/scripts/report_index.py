@@ -1,5 +1,5 @@
 from magflow.logs import log_to_file
-from magflow.report.index import write_index
+from magflow.report.report_index import write_index
 
 log_to_file(snakemake.log[0])
 write_index(

@@ -1,5 +1,5 @@
 from magflow.logs import log_to_file
-from magflow.preprocess.manifest import write_manifest
+from magflow.preprocess.tile_manifest import write_manifest
 
 log_to_file(snakemake.log[0])
 write_manifest(

@@ -1,6 +1,6 @@
 from magflow.logs import log_to_file
 from magflow.preprocess.tissue import TissueParams
-from magflow.preprocess.tissue_step import make_tissue_mask
+from magflow.preprocess.tissue_mask import make_tissue_mask
 
 log_to_file(snakemake.log[0])
 make_tissue_mask(

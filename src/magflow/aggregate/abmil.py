@@ -1,107 +1,149 @@
-"""Attention-based multiple-instance learning (AB-MIL, Ilse et al., 2018) as the aggregation paper uses it.
+"""The `abmil` step: one method (a row of the AUROC table) on every task (its columns), over every seed.
 
-A bag (a slide) is a set of instance features z_1..z_I; the model pools them with attention weights
-and classifies the pooled vector. Two aggregator forms (``aggregate.abmil.aggregator``):
+A task is a column of the slide sheet (``aggregate.tasks``, default ``[label]``); its values are the
+slide labels (strings; sorted to class indices), and slides without a value are left out of that task
+only. One job computes every task of its method, so the region files are read and the method's
+settings resolved once; each task gets its own record (``results/abmil/{model}/{method}/{task}.json``).
 
-- ``paper-eq7`` (default): the paper's Eq. 7, the attention-weighted sum of the instance features
-  themselves (the mixing encoder's outputs, or the tile embeddings of the baselines)::
-
-      z = Σ_i a_i z_i
-
-  with the attention of Eq. 8 (``attention: tanh``, Ilse et al.'s attention pooling)::
-
-      a_i = exp(wᵀ tanh(V z_i)) / Σ_j exp(wᵀ tanh(V z_j)),   V: attn_dim × D, w: attn_dim
-
-  ``attn_dim`` is the aggregator's hidden size (the paper's is 16). ``attention: gated`` takes Ilse
-  et al.'s gated form instead, wᵀ(tanh(V z_i) ⊙ sigm(U z_i)).
-- ``projection``: the instances first go through Linear(D → ``hidden_dim``), ReLU and dropout, and
-  the projected vectors are pooled (an earlier magflow form; a named option, recorded as such).
-
-The pooled vector goes through dropout and a linear classifier. Bags of different sizes are padded to
-one B×I×D batch with a ``valid`` mask; padded instances get exactly zero weight, so padding never
-changes a bag's output.
+The slides are the region files of one encoder; their groups and splits come from the slide sheet.
+Each seed builds a fresh model: a pretrained mixing encoder loaded again (training fine-tunes it in
+place), a random one drawn from the seed (on one magnification's tokens, or all), or none for the tile
+baselines. Every record names the method's kind and mode, its mixer and the mixer's pretraining loss,
+the aggregator, the tasks, the seeds and the splits.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import h5py
 import torch
-from torch import Tensor, nn
 
-from magflow.aggregate.settings import ATTENTIONS
+from magflow.aggregate.bags import load_slides
+from magflow.aggregate.methods import SlideMethod
+from magflow.aggregate.mixer import MixingEncoder
+from magflow.aggregate.pretrain_mixer import CARD, MixerTrainConfig, load_mixer, mixer_loss_variant
+from magflow.aggregate.slide_eval import MILConfig
+from magflow.aggregate.slide_model import SlideModel, build_slide_model
+from magflow.aggregate.slide_record import run_abmil, skip_abmil
+from magflow.errors import ConfigError
 
-
-class ABMILOutput(NamedTuple):
-    logits: Tensor     # B×C
-    attention: Tensor  # B×I, sums to 1 over each bag's valid instances, 0 on padding
-
-
-def _masked_softmax(scores: Tensor, valid: Tensor) -> Tensor:
-    if not bool(valid.any(dim=1).all()):
-        raise ValueError("every bag needs at least one valid instance (a slide with no tiles left?)")
-    return torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=1)
+log = logging.getLogger(__name__)
+TASK = "label"  # the default task: the slide sheet's label column
 
 
-class TanhAttention(nn.Module):
-    """Eq. 8: a_i = softmax_i(wᵀ tanh(V z_i)) over the valid instances of each bag (no biases)."""
-
-    def __init__(self, in_dim: int, attn_dim: int = 16) -> None:
-        super().__init__()
-        self.V = nn.Linear(in_dim, attn_dim, bias=False)
-        self.w = nn.Linear(attn_dim, 1, bias=False)
-
-    def forward(self, h: Tensor, valid: Tensor) -> Tensor:
-        """Attention weights B×I for instances ``h`` B×I×D; every bag needs at least one valid instance."""
-        return _masked_softmax(self.w(torch.tanh(self.V(h))).squeeze(-1), valid)
+def _region_scales(path: str | os.PathLike[str]) -> tuple[list[float], int]:
+    """The target mpps of a region file (coarsest first) and its feature width."""
+    with h5py.File(path, "r") as regions:
+        mpps = json.loads(regions.attrs["target_mpps"])
+        return [float(m) for m in mpps], int(regions.attrs["feature_dim"])
 
 
-class GatedAttention(nn.Module):
-    """a_i = softmax_i(wᵀ(tanh(V h_i) ⊙ sigm(U h_i))) over the valid instances of each bag.
-
-    The sigmoid gate lets the attention score be non-linear in h beyond what tanh alone can express
-    (Ilse et al., eq. 9).
-    """
-
-    def __init__(self, in_dim: int, attn_dim: int = 128, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.tanh_branch = nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Tanh(), nn.Dropout(dropout))
-        self.sigmoid_branch = nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Sigmoid(), nn.Dropout(dropout))
-        self.score = nn.Linear(attn_dim, 1)
-
-    def forward(self, h: Tensor, valid: Tensor) -> Tensor:
-        """Attention weights B×I for instances ``h`` B×I×D; every bag needs at least one valid instance."""
-        return _masked_softmax(self.score(self.tanh_branch(h) * self.sigmoid_branch(h)).squeeze(-1), valid)
+def _slide_id(path: str | os.PathLike[str]) -> str:
+    with h5py.File(path, "r") as regions:
+        return str(regions.attrs["slide_id"])
 
 
-class ABMIL(nn.Module):
-    """Optional input projection (``hidden_dim``; None: Eq. 7, pool the inputs as they are), attention
-    pooling, dropout, linear classifier."""
+def class_labels(labels: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
+    """Sheet labels (strings) to class indices in sorted order; slides without a label are not in the task."""
+    given = {s: str(v) for s, v in labels.items() if v is not None and str(v).strip() not in ("", "nan")}
+    names = sorted(set(given.values()))
+    index = {name: i for i, name in enumerate(names)}
+    return {s: index[v] for s, v in given.items()}, names
 
-    def __init__(self, in_dim: int, n_classes: int, hidden_dim: int | None = None, attn_dim: int = 16,
-                 dropout: float = 0.25, attention: str = "tanh") -> None:
-        super().__init__()
-        if n_classes < 2:
-            raise ValueError(f"ABMIL needs at least 2 classes, got {n_classes}")
-        if attention not in ATTENTIONS:
-            raise ValueError(f"ABMIL attention {attention!r}: must be one of {ATTENTIONS}")
-        width = hidden_dim or in_dim
-        self.project = (nn.Sequential(nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout))
-                        if hidden_dim else nn.Identity())
-        self.attention = (TanhAttention(width, attn_dim) if attention == "tanh"
-                          else GatedAttention(width, attn_dim, dropout))
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(width, n_classes)
 
-    def pool(self, x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The pooled vector B×D' (Eq. 7 when there is no projection) and the attention B×I."""
-        if valid is None:
-            valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        h = self.project(x.masked_fill(~valid.unsqueeze(-1), 0.0))  # padding may hold anything, even NaN
-        attention = self.attention(h, valid)
-        return torch.einsum("bi,bid->bd", attention, h), attention
+def mixer_description(method: SlideMethod, mixer_dir: str | os.PathLike[str] | None,
+                      mixer_train: Mapping[str, Any] | None, mpps: Sequence[float]) -> dict[str, Any]:
+    """What a record says of the method's mixer: kind, scales seen, objective and pretraining loss."""
+    if method.kind == "tiles":
+        return {"kind": "none", "pretraining_loss": None, "scales": list(method.scales)}
+    seen = list(method.scales) if method.scales else list(mpps)
+    if method.kind == "random":
+        train = MixerTrainConfig.from_dict(dict(mixer_train or {}))
+        return {"kind": "random", "pretraining_loss": "none (random init)", "objective": None, "scales": seen,
+                "width": train.width, "depth": train.depth}
+    card = json.loads((Path(str(mixer_dir)) / CARD).read_text())
+    training = card.get("training", {})
+    objective = str(card.get("objective", training.get("objective")))
+    # cards written before the loss was an option were trained with SimCLR's NT-Xent, the only form then
+    loss = card.get("pretraining_loss") or mixer_loss_variant(objective, training.get("contrastive_loss", "simclr"))
+    return {"kind": "pretrained", "pretraining_loss": loss, "objective": objective, "scales": seen,
+            "mask_ratio": training.get("mask_ratio"), "context": training.get("context"), "dir": str(mixer_dir)}
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> ABMILOutput:
-        """Logits and attention for bags ``x`` B×I×D (``valid`` B×I bool; None: all instances are real)."""
-        pooled, attention = self.pool(x, valid)
-        return ABMILOutput(self.classifier(self.dropout(pooled)), attention)
+
+def run_abmil_tasks(method: SlideMethod, region_files: Sequence[str | os.PathLike[str]],
+                    tasks: Mapping[str, Mapping[str, Any]], outs: Mapping[str, str | os.PathLike[str]], *,
+                    mil: Mapping[str, Any], groups: Mapping[str, str | None] | None = None,
+                    sheet_splits: Mapping[str, str] | None = None, mixer_dir: str | os.PathLike[str] | None = None,
+                    mixer_train: Mapping[str, Any] | None = None, run_config: Mapping[str, Any] | None = None,
+                    device: str | torch.device = "cpu") -> dict[str, dict[str, Any]]:
+    """Evaluate ``method`` on each task (sheet column → {slide: label}); write each task's record to ``outs[task]``."""
+    config = MILConfig.from_dict(dict(mil))
+    if not tasks:
+        raise ConfigError("aggregate.tasks is empty; name at least one slide sheet column (e.g. [label])")
+    missing_out = [t for t in tasks if t not in outs]
+    if missing_out:
+        raise ValueError(f"abmil: no output path for task(s) {missing_out}")
+    if not region_files:
+        raise ConfigError(f"abmil method {method.id}: no region files given")
+    if method.kind == "mixer" and mixer_dir is None:
+        raise ConfigError(f"abmil method {method.id}: a pretrained mixer's method needs the mixer's directory "
+                          "(magflow abmil --mixer-dir)")
+    mpps, feature_dim = _region_scales(region_files[0])
+    missing = [m for m in method.scales if m not in mpps]
+    if missing:
+        raise ConfigError(f"abmil method {method.id}: scales {missing} are not in the region files ({mpps})")
+    scale_ids = [mpps.index(m) for m in method.scales] if method.scales else None
+    mixer = mixer_description(method, mixer_dir, mixer_train, mpps)
+    ids = {path: _slide_id(path) for path in region_files}
+
+    def build(n_classes: int) -> SlideModel:
+        encoder: MixingEncoder | None = None
+        if method.kind == "mixer" and mixer_dir is not None:  # checked above: a mixer method has its directory
+            encoder = load_mixer(mixer_dir)
+        elif method.kind == "random":
+            # evaluate_seeds seeds torch before each build: a different random mixer per seed, reproducibly
+            train = MixerTrainConfig.from_dict(dict(mixer_train or {}))
+            encoder = MixingEncoder(train.mixer(feature_dim, len(mpps))).eval()
+        return build_slide_model(method.mode, n_classes, encoder=encoder, token_dim=feature_dim, scales=scale_ids,
+                                 hidden_dim=config.projection_dim, attn_dim=config.attn_dim, dropout=config.dropout,
+                                 attention=config.attention)
+
+    records = {}
+    for task, labels in tasks.items():
+        task_labels, class_names = class_labels(labels)
+        files = [path for path in region_files if ids[path] in task_labels]
+        if not files:
+            raise ConfigError(f"abmil task {task!r}: none of the {len(region_files)} slides has a value in the slide "
+                              f"sheet's `{task}` column; fill it or remove {task!r} from aggregate.tasks")
+        slides, left_out = load_slides(files, task_labels, groups)
+        unlabelled = sorted(set(ids.values()) - set(task_labels))
+        left_out.update({s: f"no value in the sheet's `{task}` column" for s in unlabelled})
+        log.info("abmil %s, task %s: %d slides, classes %s", method.label, task, len(slides), class_names)
+        extra = {"method_id": method.id, "kind": method.kind, "mode": method.mode, "mixer": mixer,
+                 "pretraining_loss": mixer["pretraining_loss"], "tasks": list(tasks), "classes": class_names}
+        if len(class_names) < 2:
+            reason = (f"task {task!r} has one class ({class_names}) among its slides; AB-MIL needs two: give the "
+                      f"sheet's `{task}` column slides of another class")
+            records[task] = skip_abmil(method.label, task, slides, config, outs[task], reason, n_classes=1,
+                                       sheet_splits=sheet_splits, left_out=left_out, run_config=run_config,
+                                       extra=extra)
+            log.warning("abmil %s, task %s: skipped: %s", method.label, task, reason)
+            continue
+        records[task] = run_abmil(method.label, task, slides, lambda n=len(class_names): build(n), config,
+                                  outs[task], n_classes=len(class_names), sheet_splits=sheet_splits,
+                                  left_out=left_out, run_config=run_config, extra=extra, device=device)
+        log.info("abmil %s, task %s: AUROC %s", method.label, task, records[task]["auroc"])
+    return records
+
+
+def run_abmil_method(method: SlideMethod, region_files: Sequence[str | os.PathLike[str]],
+                     labels: Mapping[str, str | None], out: str | os.PathLike[str], *, task: str = TASK,
+                     **kwargs: Any) -> dict[str, Any]:
+    """One task (``labels``: slide → label) of :func:`run_abmil_tasks`, its record written to ``out``."""
+    return run_abmil_tasks(method, region_files, {task: labels}, {task: out}, **kwargs)[task]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from magflow.aggregate.auroc_table import task_average
+from magflow.aggregate.abmil_table import task_average
 
 DECISIONS: tuple[tuple[str, tuple[str, str]], ...] = (
     ("pretraining", ("pretrained", "random")),

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
-from magflow.aggregate.abmil import ABMIL, ABMILOutput
+from magflow.aggregate.abmil_model import ABMIL, ABMILOutput
 from magflow.aggregate.bags import RegionBag
 from magflow.errors import ConfigError, MagflowError
 

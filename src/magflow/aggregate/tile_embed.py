@@ -1,7 +1,7 @@
 """Embed every stored tile of a slide's tile store, each at its own scale, with a frozen encoder.
 
 Region aggregation needs the embedding of every tissue tile of every scale (a region is a complete
-t×t block and all tiles aligned with it), unlike ``magflow.embed.run``, which embeds the anchor tiles
+t×t block and all tiles aligned with it), unlike ``magflow.embed.embed``, which embeds the anchor tiles
 of the eval set at many mpps. A tile is the cell_px × cell_px centre of its stored source patch, shown
 to the encoder as it is (no resizing: the store already made it at the scale's achieved mpp).
 """

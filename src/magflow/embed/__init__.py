@@ -4,7 +4,7 @@
 - :mod:`magflow.embed.encoder`: a run"s exported teacher or an external timm model with local weights
 - :mod:`magflow.embed.control`: a run"s network at initialisation (its control), rebuilt from its model card
 - :mod:`magflow.embed.labels`: tile labels from label masks (phantom ground truth) or a tile-label CSV
-- :mod:`magflow.embed.run`: batched inference and the embeddings file (:mod:`magflow.embed.output`)
+- :mod:`magflow.embed.embed`: batched inference and the embeddings file (:mod:`magflow.embed.output`)
 """
 
 from magflow.lazy import lazy_namespace
@@ -16,5 +16,5 @@ __all__ = lazy_namespace(__name__, {
     "labels": ["read_label_mask", "read_tile_label_csv", "tile_labels"],
     "output": ["Embeddings", "read_embeddings", "write_embeddings"],
     "protocol": ["PROFILE_MPPS", "RESAMPLE_MODES", "min_source_px", "plan_views", "read_anchors"],
-    "run": ["embed_tileset"],
+    "embed": ["embed_tileset"],
 })

@@ -38,7 +38,7 @@ from magflow.aggregate.tile_embed import embed_scale
 from magflow.embed.control import InitControl
 from magflow.embed.encoder import Encoder, ExternalModel, load_encoder
 from magflow.embed.labels import CSV_SUFFIXES, LabelMask, mask_labels, read_label_mask
-from magflow.embed.run import pick_device
+from magflow.embed.embed import pick_device
 from magflow.errors import ConfigError
 from magflow.evaluate.mad_tiles import MadScale, MadTiles, write_mad_tiles
 from magflow.preprocess.store import TileStore

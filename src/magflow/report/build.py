@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from magflow.embed.control import control_name
-from magflow.report.figures import plot_rankme_comparison_files
-from magflow.report.index import write_index
-from magflow.report.model_report import write_model_report
+from magflow.report.rankme_comparison import plot_rankme_comparison_files
+from magflow.report.report_index import write_index
+from magflow.report.evaluation_figures import write_model_report
 
 COMPARISON = "rankme_profiles.png"
 INDEX = "index.html"

@@ -8,10 +8,8 @@ same colour, so what the view pipeline alone does is seen beside what training d
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -113,40 +111,6 @@ def plot_rankme_profile(record: Mapping[str, Any], path: str | os.PathLike[str],
     ax.set_title(f"{record['model']}\nN = {', '.join(map(str, n))} tiles ({result['rows']})", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     save(fig, path)
-
-
-def plot_rankme_comparison(records: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Every model's RankMe profile on one chart; a run's control (``{run}~init``) dashed in the run's colour."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    all_mpps: set[float] = set()
-    paired = {model for model in records if control_of(model) in records}
-    colours = {model: f"C{i % 10}" for i, model in enumerate(m for m in records if m not in paired)}
-    labelled = False
-    for model, record in records.items():
-        if record["status"] != "ok":
-            continue
-        mpps, values = rankme_points(record)
-        all_mpps |= set(mpps)
-        if model in paired:
-            _control_line(ax, mpps, values, colours[str(control_of(model))], None if labelled else
-                          "dashed: " + CONTROL_LABEL)
-            labelled = True
-        else:
-            _profile(ax, mpps, values, model, colours[model])
-    if not all_mpps:
-        plt.close(fig)
-        return skipped_figure({"reason": "no model has a RankMe profile"}, path, "RankMe profiles")
-    _mpp_axis(ax, sorted(all_mpps))
-    ax.set_ylabel(" / ".join(sorted({rankme_label(r) for r in records.values() if r["status"] == "ok"})))
-    ax.set_title("RankMe profiles of all models", fontsize=10)
-    ax.legend(fontsize=6, loc="best")
-    save(fig, path)
-
-
-def plot_rankme_comparison_files(paths: Sequence[str | os.PathLike[str]], path: str | os.PathLike[str]) -> None:
-    """:func:`plot_rankme_comparison` of the RankMe records at ``paths`` (named by their models)."""
-    records = [json.loads(Path(p).read_text()) for p in paths]
-    plot_rankme_comparison({r["model"]: r for r in records}, path)
 
 
 def _probe_means(record: Mapping[str, Any], probe: str, score: str) -> tuple[list[float], np.ndarray]:

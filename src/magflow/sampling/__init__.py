@@ -15,7 +15,7 @@ from magflow.sampling.distributions import (
 from magflow.sampling.draw import draw_mpps
 from magflow.sampling.kernels import KERNELS, get_kernel, kernel_matrix, register_kernel
 from magflow.sampling.minmax import MinmaxSolution, min_max, solve_minmax
-from magflow.sampling.optimize import optimize_sampler
+from magflow.sampling.optimize_sampler import optimize_sampler
 from magflow.sampling.record import read_sampler, write_sampler
 from magflow.sampling.sampler import STRATEGIES, Sampler, SamplerConfig, build_sampler
 

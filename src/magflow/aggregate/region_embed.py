@@ -17,7 +17,7 @@ from magflow import provenance
 from magflow.aggregate.regions import write_regions
 from magflow.aggregate.tile_embed import embed_store
 from magflow.embed.encoder import Encoder, ExternalModel, load_encoder
-from magflow.embed.run import pick_device
+from magflow.embed.embed import pick_device
 from magflow.errors import ConfigError
 from magflow.preprocess.store import TileStore
 

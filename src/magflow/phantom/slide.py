@@ -2,9 +2,9 @@
 
 A phantom is an Aperio-style pyramidal TIFF (``write_phantom``) plus a uint8 PNG of class
 indices at ``label_mpp`` and a JSON sidecar. Its classes differ at different scales (cell
-detail vs architecture, see ``phantom_design``), so no single magnification separates them all.
+detail vs architecture, see ``magflow.phantom.design``), so no single magnification separates them all.
 A slide can also carry the planted cross-scale label (``PhantomSpec.cross_scale``, see
-``phantom_cross``): told by neither cell type nor architecture alone, only by their combination.
+``magflow.phantom.cross``): told by neither cell type nor architecture alone, only by their combination.
 The layout is defined in µm from the seed alone: the same seed at another ``mpp`` gives the
 same tissue and labels, drawn at another resolution.
 """
@@ -22,12 +22,12 @@ from PIL import Image
 from .. import __version__
 from ..atomic import atomic_path
 from ..errors import ConfigError
-from .aperio_tiff import pyramid, write_aperio_tiff
-from .phantom_cells import make_textures, place_nuclei
-from .phantom_cross import PLANTED, scale_statistics
-from .phantom_design import CLASS_NAMES, CLASSES, GENERATOR_VERSION, RARE_CLASS, PhantomParams
-from .phantom_layout import PhantomLayout, build_layout
-from .phantom_render import render_rgb
+from magflow.slides.aperio_tiff import pyramid, write_aperio_tiff
+from .cells import make_textures, place_nuclei
+from .cross import PLANTED, scale_statistics
+from .design import CLASS_NAMES, CLASSES, GENERATOR_VERSION, RARE_CLASS, PhantomParams
+from .layout import PhantomLayout, build_layout
+from .render import render_rgb
 
 __all__ = ["CLASS_NAMES", "PhantomSpec", "phantom_layout", "render_phantom", "write_phantom"]
 
@@ -41,7 +41,7 @@ class PhantomSpec:
     mpp: float = 0.25
     seed: int = 0
     label: int = 0  # 1 = the rare class is present
-    cross_scale: int | None = None  # 0/1: plant the cross-scale label (phantom_cross); None: do not
+    cross_scale: int | None = None  # 0/1: plant the cross-scale label (magflow.phantom.cross); None: do not
     tissue: bool = True  # False: glass only
     write_mpp: bool = True  # False: the slide file carries no mpp at all
     jpeg_quality: int = 90
@@ -115,7 +115,7 @@ def _metadata(spec: PhantomSpec, layout: PhantomLayout, levels: list[np.ndarray]
     tissue = counts[1:].sum()
     rows, cols = spec.shape_px
     return {
-        "generator": "magflow.slides.phantom",
+        "generator": "magflow.phantom.slide",
         "generator_version": GENERATOR_VERSION,
         "magflow_version": __version__,
         "slide": slide_path.name,

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .phantom_design import CLASSES, PhantomParams
-from .phantom_layout import PhantomLayout
-from .phantom_noise import cell_index, jittered_hex_lattice, sample_bilinear, smooth_noise, stream
+from .design import CLASSES, PhantomParams
+from .layout import PhantomLayout
+from .noise import cell_index, jittered_hex_lattice, sample_bilinear, smooth_noise, stream
 
 SMALL, LARGE, FIBROBLAST = 0, 1, 2
 

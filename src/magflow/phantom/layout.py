@@ -14,9 +14,9 @@ from itertools import chain
 import numpy as np
 from scipy import ndimage
 
-from .phantom_cross import plant_cross_scale
-from .phantom_design import CLASS_INDEX, CLASSES, COMMON_CLASSES, RARE_CLASS, PhantomParams
-from .phantom_noise import cell_index, jittered_hex_lattice, nearest_centre, smooth_noise, stream
+from .cross import plant_cross_scale
+from .design import CLASS_INDEX, CLASSES, COMMON_CLASSES, RARE_CLASS, PhantomParams
+from .noise import cell_index, jittered_hex_lattice, nearest_centre, smooth_noise, stream
 
 CLIP_UM = 12.0  # signed distances are clipped here: only the boundaries matter
 
@@ -44,7 +44,7 @@ def build_layout(
     """Tissue fragments, class regions, the rare class (iff ``label == 1``) and architecture.
 
     With ``cross_scale`` 0 or 1 the sheet and nest regions are planted instead with the cross-scale
-    arrangement (``phantom_cross``); the rare class is then present iff ``cross_scale == 1``.
+    arrangement (``magflow.phantom.cross``); the rare class is then present iff ``cross_scale == 1``.
     """
     shape = grid_shape(width_um, height_um, cell_um)
     mask = _tissue_mask(stream(seed, "tissue"), shape, params) if tissue else np.zeros(shape, bool)

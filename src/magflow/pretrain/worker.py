@@ -1,7 +1,7 @@
 """Pretraining from a run config, on one process or under torchrun (one process per GPU of one node).
 
-    python -m magflow.pretrain.run --config run.yaml
-    torchrun --standalone --nproc_per_node=4 -m magflow.pretrain.run --config run.yaml
+    python -m magflow.pretrain.worker --config run.yaml
+    torchrun --standalone --nproc_per_node=4 -m magflow.pretrain.worker --config run.yaml
 
 The run config is YAML or JSON::
 
@@ -88,7 +88,7 @@ def run(run_config: Mapping[str, Any], *, stop_at: int | None = None, progress: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="magflow.pretrain.run", description=__doc__,
+    parser = argparse.ArgumentParser(prog="magflow.pretrain.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="run config, YAML or JSON")
     parser.add_argument("--stores", nargs="+", help="train tile stores (override the config's)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from magflow.atomic import atomic_path
@@ -90,3 +91,17 @@ def write_auroc_table(records: Sequence[Mapping[str, Any]], tsv_path: str | os.P
     with atomic_path(html_path) as tmp:
         tmp.write_text(page(title, intro, table(rows, title), notes))
     return rows
+
+
+def abmil_table(records: Sequence[str | os.PathLike[str]], tsv: str | os.PathLike[str], html: str | os.PathLike[str],
+                design: str | os.PathLike[str] | None = None) -> Path:
+    """The `abmil_table` step: the AUROC table of the records (TSV and HTML, in the order given: the table's row
+    order) and, when ``design`` is given, the design-decision figure (:mod:`magflow.aggregate.design_figure`)."""
+    from magflow.aggregate.design_figure import write_design_figure
+    from magflow.aggregate.slide_record import read_record
+
+    write_auroc_table([read_record(path) for path in records], tsv, html,
+                      title="Slide-level AB-MIL: AUROC on held-out slides (mean ± std over seeds)")
+    if design is not None:
+        write_design_figure(records, design)
+    return Path(html)

@@ -32,7 +32,7 @@ from magflow import provenance
 from magflow.embed.control import InitControl
 from magflow.embed.encoder import Encoder, load_encoder
 from magflow.embed.external import ExternalModel
-from magflow.embed.run import pick_device
+from magflow.embed.embed import pick_device
 from magflow.errors import ConfigError
 from magflow.evaluate.cms import CMS_CONSTANTS, PROTOCOL, cms_protocol
 from magflow.evaluate.rankme import (COVARIANCE, PAPER, RANKME_MAX_N, RANKME_SEED, definition_constants,

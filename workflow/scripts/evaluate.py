@@ -1,4 +1,4 @@
-from magflow.evaluate.run import evaluate_metric
+from magflow.evaluate.evaluate import evaluate_metric
 from magflow.logs import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GENERATOR_VERSION = "2"  # 2: the cross-scale label (phantom_cross); slides without it are unchanged
+GENERATOR_VERSION = "2"  # 2: the cross-scale label (magflow.phantom.cross); slides without it are unchanged
 
 
 @dataclass(frozen=True)

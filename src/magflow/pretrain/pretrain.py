@@ -34,13 +34,13 @@ def launch_pretraining(stores: Sequence[str | os.PathLike[str]], sampler: str | 
         tmp.write_text(yaml.safe_dump(run_config, sort_keys=False))
     if gpus > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-                   "-m", "magflow.pretrain.run", "--config", str(config_path), "--no-progress"]
+                   "-m", "magflow.pretrain.worker", "--config", str(config_path), "--no-progress"]
         if log_file:
             command += ["--log-file", str(log_file)]
         log.info("launching %s", " ".join(command))
         subprocess.run(command, check=True)
     else:
-        from magflow.pretrain.run import run
+        from magflow.pretrain.worker import run
 
         run(run_config)
     return config_path

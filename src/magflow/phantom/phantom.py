@@ -1,5 +1,5 @@
 """The `phantom` step: write one demo slide from the config's phantom settings and its sheet label
-(`label`: the rare class; `cross_scale`: the planted cross-scale label, see ``phantom_cross``)."""
+(`label`: the rare class; `cross_scale`: the planted cross-scale label, see ``magflow.phantom.cross``)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def make_phantom(slide_id: str, label: str | None, settings: Mapping[str, Any],
                  slide_path: str | os.PathLike[str], labels_path: str | os.PathLike[str],
                  meta_path: str | os.PathLike[str], cross_scale: str | None = None) -> dict[str, Any]:
     """Write a phantom slide, its ground-truth label mask and metadata, as the config and sheet describe."""
-    from magflow.slides.phantom import PhantomSpec, write_phantom
+    from magflow.phantom.slide import PhantomSpec, write_phantom
 
     override = dict(settings.get("per_slide", {}).get(slide_id, {}))
     seed = override.pop("seed", phantom_seed(int(settings.get("seed", 0)), slide_id))

@@ -24,7 +24,7 @@ from magflow import provenance
 from magflow.atomic import atomic_path
 from magflow.embed.control import control_name
 from magflow.report.html import table
-from magflow.report.model_report import FIGURES, model_card, read_records
+from magflow.report.evaluation_figures import FIGURES, model_card, read_records
 from magflow.report.tables import consistency_table, fmt, scores_table, skipped_table
 
 STYLE = """
@@ -229,7 +229,7 @@ def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: 
     """Write the self-contained index page of ``models`` (in that order): records from ``{eval_root}/{model}``,
     figures from ``{figure_root}/{model}``, mpp sources from the tile ``manifests`` and the ``slide_table``;
     ``slide_level`` is the AB-MIL AUROC table (TSV) of region aggregation, when it ran; ``benchmarks``: benchmark →
-    its panel (``figure``, PNG) and table (``table``, TSV) from ``magflow.report.benchmark_figure``; ``mad`` is the
+    its panel (``figure``, PNG) and table (``table``, TSV) from ``magflow.report.benchmark_report``; ``mad`` is the
     MAD Table 4 (TSV, ``magflow.report.mad_report``), when the MAD evaluation ran."""
     records = {m: read_records(Path(eval_root) / m) for m in models}
     empty = [m for m, r in records.items() if not r]

@@ -30,8 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from .phantom_design import CLASS_INDEX, CLASSES, PhantomParams
-from .phantom_noise import smooth_noise
+from .design import CLASS_INDEX, CLASSES, PhantomParams
+from .noise import smooth_noise
 
 ZONE_CLASSES: tuple[str, ...] = ("small_dense", "large_sparse", "lobular")
 PLANTED: dict[int, dict[str, str]] = {

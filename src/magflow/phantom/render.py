@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .phantom_cells import Nuclei, Textures
-from .phantom_layout import PhantomLayout
-from .phantom_noise import smooth_noise, stream
-from .phantom_sprites import rasterise_nuclei
+from .cells import Nuclei, Textures
+from .layout import PhantomLayout
+from .noise import smooth_noise, stream
+from .sprites import rasterise_nuclei
 
 # Stain vectors (OD per unit stain, R G B): the reference H&E vectors commonly used with
 # Macenko stain normalisation.

@@ -21,8 +21,8 @@ from PIL import Image
 from scipy import ndimage
 
 from magflow.errors import ConfigError
-from magflow.slides.phantom import CLASS_NAMES, PhantomSpec, phantom_layout, render_phantom
-from magflow.slides.phantom_noise import stream
+from magflow.phantom.slide import CLASS_NAMES, PhantomSpec, phantom_layout, render_phantom
+from magflow.phantom.noise import stream
 
 from .folds import N_FOLDS
 from .paths import BRACS_PATIENT_COLUMN, BRACS_SUBTYPES, BRACS_WSI_COLUMN, MPP_FOLDERS, PROFILE_MPPS

@@ -18,7 +18,7 @@ import h5py
 from magflow.atomic import atomic_path
 from magflow.evaluate.data import EvalData
 from magflow.evaluate.record import read_record
-from magflow.evaluate.run import METRICS
+from magflow.evaluate.evaluate import METRICS
 from magflow.evaluate.settings import EvalSettings
 from magflow.report.figures import plot_centroids, plot_cross_mpp, plot_probe_curves, plot_rankme_profile
 from magflow.report.html import page

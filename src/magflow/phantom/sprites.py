@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .phantom_cells import Nuclei
-from .phantom_noise import smooth_noise, stream
+from .cells import Nuclei
+from .noise import smooth_noise, stream
 
 NUCLEUS_H_OD = 1.0  # haematoxylin optical density of a nucleus of darkness 1
 CHROMATIN_CONTRAST = 0.22  # relative swing of the chromatin grain
