@@ -1,7 +1,7 @@
 """Pre-emption: SIGTERM or SIGUSR1 makes pretraining, mixer pretraining and AB-MIL checkpoint at the next
 iteration boundary and exit 128 + the signal; resuming gives what an uninterrupted run gives, bit for bit.
 
-Pretraining is stopped for real: a `magflow.pretrain.run` process gets SIGTERM once its log shows a few
+Pretraining is stopped for real: a `magflow.pretrain.worker` process gets SIGTERM once its log shows a few
 iterations, and one of two torchrun workers gets SIGUSR1. The mixer and AB-MIL loops run in this process and signal it themselves at a chosen
 iteration, under guard handlers, so a loop that failed to catch the signal fails its test instead of
 ending pytest.
@@ -29,9 +29,9 @@ from magflow.aggregate.slide_eval import MILConfig, mil_splits
 from magflow.aggregate.slide_model import build_slide_model
 from magflow.aggregate.slide_record import checkpoint_path, run_abmil
 from magflow.aggregate.synthetic import write_synthetic_regions
-from magflow.pretrain.checkpoint import CHECKPOINT, load_checkpoint
 from magflow.pretrain.trainer import TrainConfig, train
 from magflow.sampling import SamplerConfig, build_sampler, write_sampler
+from magflow.training import CHECKPOINT, load_checkpoint
 from pretrain_fixtures import TINY, write_store
 from test_aggregate_abmil import planted_slides, tiny_encoder
 
@@ -93,7 +93,7 @@ def test_sigterm_stops_pretraining_with_a_checkpoint_and_a_rerun_finishes_it_exa
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({
         "stores": [str(s) for s in stores], "sampler": str(tmp_path / "cu.json"), "out_dir": str(out),
         "train": train_settings}))
-    command = [sys.executable, "-m", "magflow.pretrain.run", "--config", str(tmp_path / "run.yaml"),
+    command = [sys.executable, "-m", "magflow.pretrain.worker", "--config", str(tmp_path / "run.yaml"),
                "--log-file", str(tmp_path / "run.log"), "--no-progress", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -151,7 +151,7 @@ def test_a_signal_to_one_torchrun_worker_stops_every_worker_at_the_same_iteratio
         "train": {**TINY, "iterations": ITERATIONS, "log_every": 1}}))
     torchrun = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-         "magflow.pretrain.run", "--config", str(tmp_path / "run.yaml"), "--log-file", str(tmp_path / "run.log"),
+         "magflow.pretrain.worker", "--config", str(tmp_path / "run.yaml"), "--log-file", str(tmp_path / "run.log"),
          "--no-progress", "--device", "cpu"],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_iteration(tmp_path / "run.log", torchrun, at_least=2)

@@ -10,11 +10,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from magflow.errors import ConfigError
 from magflow.pretrain import dinov2
-from magflow.pretrain.checkpoint import CHECKPOINT, load_checkpoint
 from magflow.pretrain.export import load_teacher
-from magflow.pretrain.run import main
-from magflow.pretrain.trainer import NonFiniteLossError, TrainConfig, train
+from magflow.pretrain.worker import main
+from magflow.pretrain.trainer import TrainConfig, train
 from magflow.sampling import SamplerConfig, build_sampler, write_sampler
+from magflow.training import CHECKPOINT, NonFiniteLossError, load_checkpoint
 from pretrain_fixtures import TINY, write_store
 
 

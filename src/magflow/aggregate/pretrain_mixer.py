@@ -18,11 +18,9 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +38,12 @@ from magflow.aggregate.mem import MEM
 from magflow.aggregate.mixer import MixerConfig, MixingEncoder
 from magflow.aggregate.settings import MixerTrainConfig
 from magflow.atomic import atomic_path
-from magflow.embed.run import pick_device
-from magflow.errors import ConfigError, MagflowError
+from magflow.embed.embed import pick_device
+from magflow.errors import ConfigError
 from magflow.pretrain import seeds
-from magflow.pretrain.checkpoint import CHECKPOINT, check_same_run, load_checkpoint, save_checkpoint
 from magflow.pretrain.schedules import CosineSchedule
+from magflow.training import (CHECKPOINT, autocast, check_finite, resolve_precision, resume_state,
+                              save_checkpoint, stop_iteration, weight_decay_exempt)
 from magflow.weights_file import save_weights
 from magflow.writable import make_output_dir
 
@@ -54,11 +53,6 @@ OPERATIONAL = ("checkpoint_every", "log_every", "num_workers")  # may change whe
 WEIGHTS = "mixer_encoder.safetensors"
 CARD = "model_card.json"
 HISTORY = "history.tsv"
-_NO_DECAY = ("pos.", "cls_token", "mask_token")
-
-
-class NonFiniteLossError(MagflowError):
-    """A loss became NaN or infinite; the run stops before the bad step is applied."""
 
 
 @dataclass
@@ -88,8 +82,7 @@ def param_groups(model: nn.Module) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            skip = param.ndim <= 1 or any(part in name for part in _NO_DECAY)
-            (no_decay if skip else decay).append(param)
+            (no_decay if weight_decay_exempt(name, param) else decay).append(param)
     return [{"params": decay, "wd_multiplier": 1.0}, {"params": no_decay, "wd_multiplier": 0.0}]
 
 
@@ -130,7 +123,7 @@ def _train_mixer(config: MixerTrainConfig, region_files: Sequence[str | os.PathL
                  stop_request: preemption.StopRequest) -> MixerTrainResult:
     make_output_dir(out_dir)
     device = pick_device(device)
-    precision = ("bf16" if device.type == "cuda" else "fp32") if config.precision == "auto" else config.precision
+    precision = resolve_precision(config.precision, device)
     source = RegionSource(region_files)
     if config.objective == "cmem" and config.context < source.t:
         raise ConfigError(f"aggregate.pretrain.context = {config.context}: must be >= the regions' t = {source.t}")
@@ -144,19 +137,17 @@ def _train_mixer(config: MixerTrainConfig, region_files: Sequence[str | os.PathL
                               min(config.warmup_iters, config.iterations))
 
     start, history, checkpoint_path = 0, [], out_dir / CHECKPOINT
-    if checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path)
-        check_same_run(state["identity"], identity, checkpoint_path)
+    if (state := resume_state(checkpoint_path, identity)) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = int(state["iteration"]), list(state["history"])
         log.info("resuming from %s at iteration %d", checkpoint_path, start)
-    stop = max(start, config.iterations if stop_at is None else min(stop_at, config.iterations))
+    stop = stop_iteration(start, config.iterations, stop_at)
     log.info("%s on %s (%s): %d regions from %d slides, batch %d, peak lr %.3g; iterations %d to %d",
              config.objective, device, precision, len(source), len(source.slides), config.batch_size, config.lr,
              start, stop)
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    mixed_precision = autocast(precision, device)
     draws = IterationDraws(source, config.iterations, batch_size=config.batch_size, seed=config.seed,
                            mask_ratio=config.mask_ratio, dihedral=config.dihedral,
                            context=config.context if config.objective == "cmem" else None)
@@ -171,12 +162,9 @@ def _train_mixer(config: MixerTrainConfig, region_files: Sequence[str | os.PathL
             lr = schedule[iteration]
             for group in optimizer.param_groups:
                 group["lr"], group["weight_decay"] = lr, config.weight_decay * group["wd_multiplier"]
-            with autocast:
+            with mixed_precision:
                 loss, values = _losses(model, _inputs(model, views, masks, device))
-            if not all(math.isfinite(v) for v in values.values()):
-                raise NonFiniteLossError(
-                    f"non-finite loss at iteration {iteration} ({values}, lr {lr:.3g}); the step was not applied; "
-                    f"{checkpoint_path} holds the last checkpoint if any: lower base_lr or lengthen warmup_iters")
+            check_finite(values, iteration, checkpoint_path, {"lr": lr}, "lower base_lr or lengthen warmup_iters")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad is not None:

@@ -47,11 +47,9 @@ from magflow.aggregate.slide_model import SlideModel
 from magflow.errors import ConfigError
 from magflow.evaluate.classification import mean_std
 from magflow.evaluate.splits import SlideSplit, seeded_splits
-from magflow.pretrain.checkpoint import check_same_run, load_checkpoint, save_checkpoint
+from magflow.training import resume_state, save_checkpoint, weight_decay_exempt
 
 log = logging.getLogger(__name__)
-
-_NO_DECAY_PREFIXES = ("encoder.cls_token", "encoder.pos.", "scale_embed.")  # tokens, position and scale tables
 
 
 @dataclass
@@ -69,8 +67,7 @@ def mil_param_groups(model: SlideModel, config: MILConfig) -> list[dict[str, Any
         multiplier = 1.0
         if name.startswith("encoder."):
             multiplier = config.layer_decay ** (depth + 1 - model.encoder.layer_id(name.removeprefix("encoder.")))
-        no_decay = param.ndim <= 1 or name.startswith(_NO_DECAY_PREFIXES)
-        key = (config.lr * multiplier, 0.0 if no_decay else config.weight_decay)
+        key = (config.lr * multiplier, 0.0 if weight_decay_exempt(name, param) else config.weight_decay)
         group = groups.setdefault(key, {"params": [], "param_names": [], "lr": key[0], "weight_decay": key[1]})
         group["params"].append(param)
         group["param_names"].append(name)
@@ -220,9 +217,7 @@ def evaluate_seeds(slides: SlideSet, splits: Sequence[SlideSplit], build_model: 
     resume = None
     identity = _identity(slides, splits, config)
     path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.is_file():
-        state = load_checkpoint(path)
-        check_same_run(state["identity"], identity, path)
+    if (state := resume_state(path, identity)) is not None:
         per_seed, resume = list(state["per_seed"]), state["current"]
         log.info("resuming from %s: %d of %d seeds done%s", path, len(per_seed), len(splits),
                  f", seed {splits[len(per_seed)].seed} at epoch {resume['epoch']}" if resume else "")

@@ -22,11 +22,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +38,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from magflow import preemption, provenance
-from magflow.errors import MagflowError
 from magflow.pretrain import distributed, seeds
 from magflow.pretrain.backbone import build_backbone
-from magflow.pretrain.checkpoint import CHECKPOINT, check_same_run, load_checkpoint, save_checkpoint
 from magflow.pretrain.clipping import clip_grad_norm_per_submodule
 from magflow.pretrain.dinov2 import DINOv2
 from magflow.pretrain.ema import update_teacher
@@ -57,15 +53,13 @@ from magflow.pretrain.strategy import SamplingStrategy, Strategy, config_identit
 from magflow.pretrain.targets import Center
 from magflow.pretrain.train_config import TrainConfig
 from magflow.sampling.sampler import Sampler
+from magflow.training import (CHECKPOINT, autocast, check_finite, resolve_precision, resume_state,
+                              save_checkpoint, stop_iteration)
 from magflow.writable import make_output_dir
 
 log = logging.getLogger(__name__)
 
 LOSS_TERMS = ("dino", "ibot", "koleo")
-
-
-class NonFiniteLossError(MagflowError):
-    """A loss term became NaN or infinite; the run stops before the bad step is applied."""
 
 
 @dataclass
@@ -106,12 +100,6 @@ def initial_model(config: TrainConfig, ibot: bool | None = None) -> DINOv2:
     """The student before iteration 0, seeded by ``config.seed``: the same on every process, and the init control."""
     torch.manual_seed(config.seed)
     return build_model(config, ibot)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
 
 
 def _run_identity(config: TrainConfig, world_size: int, strategy: Strategy) -> dict[str, Any]:
@@ -188,9 +176,7 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
         freeze_last_layer_epochs=config.freeze_last_layer_iters)
 
     start, checkpoint_path = 0, out_dir / CHECKPOINT
-    if checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path)
-        check_same_run(state["identity"], identity, checkpoint_path)
+    if (state := resume_state(checkpoint_path, identity)) is not None:
         student.load_state_dict(state["student"])
         teacher.load_state_dict(state["teacher"])
         centers.load_state_dict(state["centers"])
@@ -198,7 +184,7 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
         start = int(state["iteration"])
         if process.is_main:
             log.info("resuming from %s at iteration %d", checkpoint_path, start)
-    stop = max(start, config.iterations if stop_at is None else min(stop_at, config.iterations))
+    stop = stop_iteration(start, config.iterations, stop_at)
     if process.is_main:
         log.info("%s: %d process(es) on %s, %s: global batch %d, peak lr %.3g; %s; iterations %d to %d",
                  strategy.name, process.world_size, device, precision, global_batch, config.lr(global_batch),
@@ -209,7 +195,7 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
         teacher.backbone.compile()
     model = DistributedDataParallel(student, device_ids=[device] if device.type == "cuda" else None) \
         if process.world_size > 1 else student
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    mixed_precision = autocast(precision, device)
     batches = strategy.batches(config.batch_size, config.seed, rank, config.iterations)
     loader = DataLoader(batches, batch_size=None, sampler=range(start, stop), num_workers=config.num_workers,
                         pin_memory=device.type == "cuda")
@@ -234,20 +220,15 @@ def _train(config: TrainConfig, stores: Sequence[str | os.PathLike[str]], sample
 
             inputs = strategy.prepare(batch, iteration, rank, device)
             mpp = inputs.mpp
-            with autocast:
+            with mixed_precision:
                 terms = strategy.losses(inputs, teacher, model, centers, schedule["teacher_temp"])
             loss = terms["dino"] + config.ibot_weight * terms["ibot"] + config.koleo_weight * terms["koleo"]
             reported = distributed.mean_over_processes(torch.stack([terms[k].detach().float() for k in LOSS_TERMS]
                                                                    + [loss.detach().float()]))
             losses = dict(zip((*LOSS_TERMS, "total"), reported.tolist()))
-            if not all(math.isfinite(value) for value in losses.values()):
-                named = ", ".join(f"{name}={value:.6g}" for name, value in losses.items())
-                last = f"{checkpoint_path} holds the last checkpoint" if checkpoint_path.is_file() else \
-                    "no checkpoint was written yet"
-                raise NonFiniteLossError(
-                    f"non-finite loss at iteration {iteration}: {named} (lr {schedule['lr']:.3g}, teacher "
-                    f"temperature {schedule['teacher_temp']:.3g}); the step was not applied and {last}: lower "
-                    "base_lr, lengthen warmup_iters or check the tiles")
+            check_finite(losses, iteration, checkpoint_path,
+                         {"lr": schedule["lr"], "teacher temperature": schedule["teacher_temp"]},
+                         "lower base_lr, lengthen warmup_iters or check the tiles")
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
