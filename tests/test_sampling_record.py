@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from magflow.errors import ConfigError
-from magflow.sampling import SamplerConfig, optimize_sampler, read_sampler
+from magflow.sampling import SamplerConfig, read_sampler
+from magflow.sampling.optimize_sampler import optimize_sampler
 from magflow.sampling.plot_samplers import plot_sampler_comparison
 from magflow.sampling.sweep import check_sweep, sampler_config
 from magflow.sheet_lines import data_lines

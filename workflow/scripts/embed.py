@@ -1,4 +1,5 @@
-from magflow.embed import embed_tileset, model_source
+from magflow.embed.embed import embed_tileset
+from magflow.embed.external import model_source
 from magflow.logs import log_to_file
 
 log_to_file(snakemake.log[0])

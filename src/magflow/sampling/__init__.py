@@ -1,6 +1,7 @@
 """Magnification sampling: transfer kernels, optimized mpp distributions and seeded draws.
 
-Crop-and-resize lives in :mod:`magflow.sampling.transforms` (it needs torch and PIL).
+Crop-and-resize lives in :mod:`magflow.sampling.transforms` (it needs torch and PIL); the steps are
+:mod:`magflow.sampling.optimize_sampler` and :mod:`magflow.sampling.plot_samplers`.
 """
 
 from magflow.sampling.distributions import (
@@ -15,7 +16,6 @@ from magflow.sampling.distributions import (
 from magflow.sampling.draw import draw_mpps
 from magflow.sampling.kernels import KERNELS, get_kernel, kernel_matrix, register_kernel
 from magflow.sampling.minmax import MinmaxSolution, min_max, solve_minmax
-from magflow.sampling.optimize_sampler import optimize_sampler
 from magflow.sampling.record import read_sampler, write_sampler
 from magflow.sampling.sampler import STRATEGIES, Sampler, SamplerConfig, build_sampler
 
@@ -36,7 +36,6 @@ __all__ = [
     "max_average",
     "min_max",
     "mpp_grid",
-    "optimize_sampler",
     "read_sampler",
     "register_kernel",
     "single",
