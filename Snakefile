@@ -4,7 +4,7 @@ import re
 
 from snakemake.utils import min_version, validate
 
-from magflow.config import check_config
+from magflow.config import load_config
 
 min_version("8.20")
 
@@ -12,8 +12,8 @@ min_version("8.20")
 configfile: "config/config.yaml"
 
 
-check_config(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
-validate(config, "workflow/schemas/config.schema.yaml")
+# --config strings typed, every schema default filled in, every problem named by its key: once, here
+load_config(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
 
 
 report: "workflow/report/workflow.rst"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 import jsonschema
 import yaml
 
+from magflow.defaults import CHECKED_BY, entry_schema, resolve
 from magflow.errors import ConfigError
 
 
@@ -47,22 +49,24 @@ def _matches(value: Any, types: list[str]) -> bool:
     return any(isinstance(value, _PYTHON_TYPES.get(name, ())) for name in types)
 
 
-def coerce_cli_strings(config: Any, schema: Mapping[str, Any]) -> Any:
+def coerce_cli_strings(config: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | None = None) -> Any:
     """``config`` with the strings that Snakemake's ``--config key='{...}'`` leaves inside mappings and
     lists read as YAML wherever the schema wants no string there (``tissue='{"mpp": 4.0}'`` arrives as
     ``{"mpp": "4.0"}``). A string the schema allows, or one whose YAML value has the wrong type, is kept
     as it is, so validation still names it."""
+    root = schema if root is None else root
+    schema = resolve(schema, root)
     if isinstance(config, dict):
         properties = schema.get("properties", {})
-        extra = schema.get("additionalProperties")
+        extra = entry_schema(schema, root)
         for key, value in config.items():
             sub = properties.get(key, extra if isinstance(extra, Mapping) else None)
             if sub is not None:
-                config[key] = coerce_cli_strings(value, sub)
+                config[key] = coerce_cli_strings(value, sub, root)
         return config
     if isinstance(config, list):
         items = schema.get("items")
-        return [coerce_cli_strings(v, items) for v in config] if isinstance(items, Mapping) else config
+        return [coerce_cli_strings(v, items, root) for v in config] if isinstance(items, Mapping) else config
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else list(types)
     if isinstance(config, str) and types and "string" not in types:
@@ -71,25 +75,98 @@ def coerce_cli_strings(config: Any, schema: Mapping[str, Any]) -> Any:
         except yaml.YAMLError:
             return config
         if _matches(value, types):
-            return coerce_cli_strings(value, schema) if isinstance(value, (dict, list)) else value
+            return coerce_cli_strings(value, schema, root) if isinstance(value, (dict, list)) else value
     return config
 
 
+def fill_defaults(config: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | None = None) -> Any:
+    """``config`` (in place) with the schema's default of every key it leaves out, recursively: inside
+    blocks given in part, inside blocks filled in from their own default, and inside each entry of a map of
+    named entries (``tilesets``, ``benchmarks``, ``embed.external``, ...). A key without a fixed default
+    (``x-default``: found at run time, e.g. a slurm profile's resources) stays out, and so does every key
+    of a block of overrides (``pretrain.mad.train``, whose keys replace ``pretrain.train``'s)."""
+    root = schema if root is None else root
+    schema = resolve(schema, root)
+    if not isinstance(config, dict):
+        return config
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
+        sub = resolve(sub, root)
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if key in config:
+            fill_defaults(config[key], sub, root)
+    entry = entry_schema(schema, root)
+    if entry is not None:
+        for key, value in config.items():
+            if key not in properties:
+                fill_defaults(value, entry, root)
+    return config
+
+
+# range checks that a settings dataclass (the schema's x-checked-by) repeats with messages of its own
+_RANGES = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "uniqueItems")
+
+
+def _checked_by_settings(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> bool:
+    """Whether ``error`` is a range check inside a block that its settings dataclass checks again."""
+    if error.validator not in _RANGES:
+        return False
+    node = resolve(schema, schema)
+    for part in error.absolute_path:
+        if CHECKED_BY in node:
+            return True
+        sub = node.get("properties", {}).get(part) if isinstance(part, str) else None
+        if sub is None:
+            sub = entry_schema(node, schema) if isinstance(part, str) else node.get("items")
+        if not isinstance(sub, Mapping):
+            return False
+        node = resolve(sub, schema)
+    return CHECKED_BY in node
+
+
+def _problems(config: Any, schema: Mapping[str, Any], settings_ranges: bool = True) -> list[str]:
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    return [_describe(error) for error in errors if settings_ranges or not _checked_by_settings(error, schema)]
+
+
+def _raise(problems: Sequence[str]) -> None:
+    if problems:
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        raise ConfigError(f"invalid configuration:\n{lines}\nFix config/config.yaml (or your --config / "
+                          "--configfile override); every key is documented in config/README.md.")
+
+
+def _read_schema(schema_path: str | os.PathLike[str]) -> dict[str, Any]:
+    with open(schema_path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
 def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str]) -> None:
-    """Raise one ConfigError listing every problem, each naming its key; the schema sets no defaults here.
+    """Raise one ConfigError listing every problem, each naming its key; no defaults are filled in here
+    (:func:`load_config` is the workflow's one call: it fills them in too).
 
     Strings that ``--config`` left inside mappings are first read as YAML where the schema wants
     numbers, booleans, null or lists (see :func:`coerce_cli_strings`)."""
-    with open(schema_path) as handle:
-        schema = yaml.safe_load(handle)
+    schema = _read_schema(schema_path)
     if isinstance(config, dict):
         coerce_cli_strings(config, schema)  # in place: the workflow goes on with the typed values
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        lines = "\n".join(f"  - {_describe(error)}" for error in errors)
-        raise ConfigError(f"invalid configuration:\n{lines}\nFix config/config.yaml (or your --config / "
-                          "--configfile override); every key is documented in config/README.md.")
+    _raise(_problems(dict(config), schema))
+
+
+def load_config(config: dict[str, Any], schema_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The workflow's one check of its config, in place: ``--config`` strings read as the types the schema
+    wants (:func:`coerce_cli_strings`), every default filled in (:func:`fill_defaults`), then one
+    ConfigError listing every problem, each naming its key. A range check inside a block that a settings
+    dataclass checks again (the schema's ``x-checked-by``: ``pretrain.train``, ``aggregate.pretrain``,
+    ...) is left to that dataclass, whose message names the key and says what the value is for; the
+    workflow runs it right after, before any job. Returns ``config``."""
+    schema = _read_schema(schema_path)
+    coerce_cli_strings(config, schema)
+    fill_defaults(config, schema)
+    _raise(_problems(config, schema, settings_ranges=False))
+    return config
 
 
 Settings = TypeVar("Settings")
