@@ -36,7 +36,7 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 # A demo value equal in the merged paper config and not listed here is a demo setting that survived.
 SAME_AT_BOTH_SCALES = [
     "slides",                       # the sheet is the user's: --config slides=<sheet>
-    "read.*", "tissue.*",           # reading and tissue detection, in physical units
+    "read", "read.*", "tissue", "tissue.*",   # reading and tissue detection (physical units): the defaults
     "phantom.*",                    # only shapes synthetic slides (sheet rows at results/phantom/)
     "tilesets.*.scales", "tilesets.*.cell_px", "tilesets.*.min_tissue", "tilesets.*.seed", "tilesets.*.nested",
     "tilesets.eval.source_px", "tilesets.eval.jpeg_quality", "tilesets.mad.source_px", "tilesets.region.source_px",
@@ -224,3 +224,26 @@ def test_dry_run_with_the_paper_overlay_plans_the_paper_sweep(tmp_path):
     assert not warnings, warnings  # e.g. a tile set too small for the views the paper settings cut from it
     pretrain = re.search(r"rule pretrain:\n(?:.*\n)*?\s+resources: (.*)", out).group(1)
     assert "gpu=4" in pretrain and "slurm_partition=gpu" in pretrain, pretrain
+
+
+def test_paper_settings_left_to_the_schema_defaults_are_the_papers(paper):
+    """config/paper.yaml leaves these to the schema's defaults, because they are the papers' settings; a
+    change of a default must not move the paper run silently."""
+    assert paper["tissue"]["mpp"] == 8.0 and paper["read"]["upsample_tolerance"] == 0.02
+    assert paper["samplers"]["range"] == [0.25, 2.0] and paper["samplers"]["grid_step"] == 0.005
+    assert paper["samplers"]["du_mpps"] == [0.25, 0.5, 1.0, 2.0]
+    assert all(t["cell_px"] == 224 for t in paper["tilesets"].values())
+    mad = paper["pretrain"]["mad"]
+    assert (mad["transition_weights"], mad["standalone_p"], mad["children"], mad["ibot"]) == ([0.5, 0.5], 0.1, 4, False)
+    train = paper["pretrain"]["train"]
+    assert train["global_crops_scale"] == [0.35, 1.0] and train["local_crops_scale"] == [0.05, 0.35]
+    assert train["base_lr"] == 0.001 and train["reference_batch"] == 320
+    assert paper["embed"]["mpps"] == [0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0] and paper["embed"]["resample"] == "finest"
+    evaluate = paper["evaluate"]
+    assert evaluate["seeds"] == [0, 1, 2, 3, 4] and evaluate["hierarchy"] == {"coarse_mpp": 1.0, "fine_mpp": 0.25}
+    assert (evaluate["mad"]["negatives_per_parent"], evaluate["mad"]["bootstrap"], evaluate["mad"]["knn_k"]) == (16, 1000, 20)
+    assert paper["aggregate"]["t"] == 3 and paper["aggregate"]["pretrain"]["contrastive_loss"] == "paper-eq5"
+    abmil = paper["aggregate"]["abmil"]
+    assert (abmil["weight_decay"], abmil["label_smoothing"], abmil["freeze_epochs"], abmil["layer_decay"]) == \
+        (0.05, 0.1, 1, 0.75)
+    assert (abmil["aggregator"], abmil["attention"], abmil["attn_dim"]) == ("paper-eq7", "tanh", 16)

@@ -124,8 +124,8 @@ def schema_defaults(block: str, **names: str) -> Callable[[Cls], Cls]:
     reads them (put this decorator below ``@dataclass``). A field takes the default of the block's key of
     the same name, or of ``names[field]`` (a dotted key inside the block, e.g.
     ``coarse_mpp="hierarchy.coarse_mpp"``); a field that already has a default, or whose key the block
-    lacks, is left as it is. Lists become tuples where the field is a tuple (YAML has none), and mutable
-    defaults become a fresh copy per instance."""
+    lacks, is left as it is. Lists become tuples where the field is a tuple (YAML has none), whole numbers
+    floats where the field is a float, and mutable defaults a fresh copy per instance."""
     def apply(cls: Cls) -> Cls:
         for field_name, annotation in cls.__dict__.get("__annotations__", {}).items():
             if field_name in cls.__dict__:
@@ -136,6 +136,8 @@ def schema_defaults(block: str, **names: str) -> Callable[[Cls], Cls]:
                 continue
             if isinstance(value, list) and str(annotation).startswith(("tuple", "Tuple")):
                 value = tuple(value)
+            elif str(annotation) == "float" and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # a whole number in the schema (2048) for a float field
             if isinstance(value, (list, dict)):
                 setattr(cls, field_name, dataclasses.field(default_factory=functools.partial(copy.deepcopy, value)))
             else:

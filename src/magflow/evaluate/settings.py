@@ -7,32 +7,34 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from magflow.defaults import schema_defaults
 from magflow.errors import ConfigError
-from magflow.evaluate.consistency import COARSE_MPP, FINE_MPP
 from magflow.evaluate.probe_names import check_probe
-from magflow.evaluate.rankme import PAPER, RANKME_DEFINITIONS
-from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION
+from magflow.evaluate.rankme import RANKME_DEFINITIONS
 
 SPLIT_MODES = ("auto", "seeded", "sheet")
 # magflow: per-mpp probes on seeded group splits (run_labels); cms: the continuous-magnification authors' (cms.py)
 PROTOCOLS = ("magflow", "cms")
-SEGMENTATION_MPP = 1.0  # the probe painted onto test slides is trained at 10x (MAD)
 
 
 @dataclass(frozen=True)
+@schema_defaults("evaluate", rankme_definition="rankme.definition", coarse_mpp="hierarchy.coarse_mpp",
+                 fine_mpp="hierarchy.fine_mpp", segmentation_mpp="segmentation.train_mpp")
 class EvalSettings:
-    """The ``evaluate`` block of the config (see config/README.md); every field has the default shown."""
+    """The ``evaluate`` block of the config (see config/README.md); every field's default is the config
+    schema's (``evaluate``; the hierarchy's mpps, the segmentation's and the RankMe definition are nested
+    there)."""
 
-    protocol: str = "magflow"  # how the probes are fitted and scored, see PROTOCOLS
-    probe: str = "logistic"  # magflow protocol's linear probe: logistic, or paper-linear (the MAD paper's classifier)
-    rankme_definition: str = PAPER  # paper: singular values, uncentred; covariance: the released code's
-    splits: str = "auto"  # seeded: seeded slide splits; sheet: the sheet's split column; auto: seeded if possible
-    seeds: tuple[int, ...] = SEEDS
-    test_fraction: float = TEST_FRACTION
-    val_fraction: float = VAL_FRACTION
-    coarse_mpp: float = COARSE_MPP
-    fine_mpp: float = FINE_MPP
-    segmentation_mpp: float = SEGMENTATION_MPP
+    protocol: str              # how the probes are fitted and scored, see PROTOCOLS
+    probe: str                 # magflow protocol's linear probe: logistic, or paper-linear (the MAD paper's classifier)
+    rankme_definition: str     # paper: singular values, uncentred; covariance: the released code's
+    splits: str                # seeded: seeded slide splits; sheet: the sheet's split column; auto: seeded if possible
+    seeds: tuple[int, ...]
+    test_fraction: float
+    val_fraction: float
+    coarse_mpp: float
+    fine_mpp: float
+    segmentation_mpp: float
 
     @classmethod
     def from_config(cls, settings: Mapping[str, Any] | None) -> EvalSettings:

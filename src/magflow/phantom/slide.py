@@ -21,6 +21,7 @@ from PIL import Image
 
 from .. import __version__
 from ..atomic import atomic_path
+from ..defaults import schema_defaults
 from ..errors import ConfigError
 from magflow.slides.aperio_tiff import pyramid, write_aperio_tiff
 from .cells import make_textures, place_nuclei
@@ -33,18 +34,20 @@ __all__ = ["CLASS_NAMES", "PhantomSpec", "phantom_layout", "render_phantom", "wr
 
 
 @dataclass(frozen=True)
+@schema_defaults("phantom")
 class PhantomSpec:
-    """What to generate. Sizes in µm; ``mpp`` is the level-0 resolution in µm per pixel."""
+    """What to generate. Sizes in µm; ``mpp`` is the level-0 resolution in µm per pixel. Size, resolution,
+    seed and JPEG quality default to the config schema's ``phantom`` block."""
 
-    width_um: float = 2048.0
-    height_um: float = 2048.0
-    mpp: float = 0.25
-    seed: int = 0
+    width_um: float
+    height_um: float
+    mpp: float
+    seed: int
     label: int = 0  # 1 = the rare class is present
     cross_scale: int | None = None  # 0/1: plant the cross-scale label (magflow.phantom.cross); None: do not
     tissue: bool = True  # False: glass only
     write_mpp: bool = True  # False: the slide file carries no mpp at all
-    jpeg_quality: int = 90
+    jpeg_quality: int
     label_mpp: float = 2.0  # the grid on which class regions are defined
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from magflow import __version__, provenance
+from magflow.defaults import schema_defaults
 from magflow.errors import ConfigError, SlideError
 from magflow.preprocess.mask_store import read_mask
 from magflow.preprocess.tissue import TissueMask
@@ -39,16 +40,17 @@ BLOCK_FINEST_PX = 4096  # target block width in finest-scale pixels (bounds memo
 
 
 @dataclass(frozen=True)
+@schema_defaults("tilesets.<name>")
 class TileSetParams:
     name: str
     scales: list[float]
-    cell_px: int = 224
-    source_px: int = 224
-    min_tissue: float = 0.5
-    max_tiles_per_scale: int | None = None
-    seed: int = 0
-    nested: bool = False  # keep coarser cells only as ancestors of the kept finest cells (same centres)
-    jpeg_quality: int | None = None  # store each source patch as a JPEG of this quality (4:4:4); None: raw
+    cell_px: int
+    source_px: int
+    min_tissue: float
+    max_tiles_per_scale: int | None
+    seed: int
+    nested: bool                          # keep coarser cells only as ancestors of the kept finest cells (same centres)
+    jpeg_quality: int | None              # store each source patch as a JPEG of this quality (4:4:4); None: raw
 
     def check(self) -> None:
         where = f"tilesets.{self.name}"

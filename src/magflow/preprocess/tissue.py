@@ -12,21 +12,23 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from magflow.defaults import schema_defaults
 from magflow.slides.reader import Slide
 
 
 @dataclass(frozen=True)
+@schema_defaults("tissue")
 class TissueParams:
     """Every size is physical (µm or µm²), so a mask means the same thing at any slide resolution."""
 
-    mpp: float = 8.0                 # resolution the mask is computed at
-    min_saturation: float = 0.05     # floor on the Otsu threshold (0-1): glass alone never becomes tissue
-    smooth_um: float = 24.0          # median filter width on the saturation image
-    close_um: float = 16.0           # closing radius that bridges small gaps inside tissue
-    min_tissue_um2: float = 20000.0  # connected components smaller than this are specks, removed
-    max_hole_um2: float = 4000.0     # holes smaller than this are filled; larger ones (lumens, tears) kept
-    min_brightness: float = 100.0    # median brightness (0-255) below this: a dark background, not brightfield
-    max_fraction: float = 0.95       # tissue over more than this fraction of the scan is not believed
+    mpp: float                       # resolution the mask is computed at
+    min_saturation: float            # floor on the Otsu threshold (0-1): glass alone never becomes tissue
+    smooth_um: float                 # median filter width on the saturation image
+    close_um: float                  # closing radius that bridges small gaps inside tissue
+    min_tissue_um2: float            # connected components smaller than this are specks, removed
+    max_hole_um2: float              # holes smaller than this are filled; larger ones (lumens, tears) kept
+    min_brightness: float            # median brightness (0-255) below this: a dark background, not brightfield
+    max_fraction: float              # tissue over more than this fraction of the scan is not believed
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from magflow.config import SettingError, check_field_types, requirement, settings_from_dict
+from magflow.defaults import schema_defaults
 from magflow.errors import ConfigError
 from magflow.pretrain.train_config import TrainConfig
 
@@ -25,13 +26,15 @@ MAD_STRATEGIES: dict[str, dict[str, Any]] = {"mad": {}, "dinov2_mad": {"standalo
 
 
 @dataclass(frozen=True)
+@schema_defaults("pretrain.mad")
 class MadConfig:
-    """Defaults follow the MAD paper where it is explicit (4 children, DINO cross-entropy only)."""
+    """Defaults follow the MAD paper where it is explicit (4 children, DINO cross-entropy only); they are the
+    config schema's (``pretrain.mad``)."""
 
-    transition_weights: tuple[float, ...] = (0.5, 0.5)  # per transition, coarsest first; normalised
-    standalone_p: float = 0.1     # chance that an item is one standalone tile with DINOv2 multi-crop views
-    children: int = 4             # aligned children per item, the student's local views
-    ibot: bool = False            # iBOT on MAD's global views (the paper: DINO cross-entropy only)
+    transition_weights: tuple[float, ...]  # per transition, coarsest first; normalised
+    standalone_p: float           # chance that an item is one standalone tile with DINOv2 multi-crop views
+    children: int                 # aligned children per item, the student's local views
+    ibot: bool                    # iBOT on MAD's global views (the paper: DINO cross-entropy only)
     strategy: str = "mad"         # set from the runs sheet: mad, or dinov2_mad (the DINOv2-on-the-same-data baseline)
 
     def __post_init__(self) -> None:

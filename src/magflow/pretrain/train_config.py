@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from magflow.config import SettingError, check_field_types, requirement, settings_from_dict
+from magflow.defaults import schema_defaults
 from magflow.sheet_lines import row_lines
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -20,61 +21,63 @@ KEY = "train"  # how a bad value is named when the caller gives no config key (e
 
 
 @dataclass(frozen=True)
+@schema_defaults("pretrain.train")
 class TrainConfig:
-    """DINOv2 defaults for a ViT-S/16; iteration counts follow DINOv2's 1250-iteration epochs."""
+    """DINOv2 defaults for a ViT-S/16; iteration counts follow DINOv2's 1250-iteration epochs. Every field's
+    default is the config schema's (``pretrain.train``, :func:`magflow.defaults.schema_defaults`)."""
 
     # architecture
-    arch: str = "vit_small_patch16_224"           # a timm ViT name
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)  # timm overrides, e.g. {"depth": 2}
-    patch_size: int = 16
-    reg_tokens: int = 0                           # 0: the timm model's own count
-    drop_path: float = 0.1
+    arch: str                                     # a timm ViT name
+    arch_kwargs: dict[str, Any]                   # timm overrides, e.g. {"depth": 2}
+    patch_size: int
+    reg_tokens: int                               # 0: the timm model's own count
+    drop_path: float
     # views
-    global_size: int = 224
-    local_size: int = 96
-    n_local_crops: int = 8
-    views: str = "exact"                          # or "dinov2": random-resized crops of a source patch at the drawn mpp
-    source_size: int = 256                        # dinov2 views: px of the source patch cut at the drawn mpp
-    global_crops_scale: tuple[float, float] = (0.35, 1.0)  # dinov2 views: crop-area fractions of the source patch
-    local_crops_scale: tuple[float, float] = (0.05, 0.35)
+    global_size: int
+    local_size: int
+    n_local_crops: int
+    views: str                                    # or "dinov2": random-resized crops of a source patch at the drawn mpp
+    source_size: int                              # dinov2 views: px of the source patch cut at the drawn mpp
+    global_crops_scale: tuple[float, float]       # dinov2 views: crop-area fractions of the source patch
+    local_crops_scale: tuple[float, float]
     # heads and losses
-    prototypes: int = 65536
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    ibot: bool = True
-    ibot_separate_head: bool = False
-    mask_probability: float = 0.5
-    mask_ratio: tuple[float, float] = (0.1, 0.5)
-    target_strategy: str = "centering"            # or "sinkhorn"
-    ibot_weight: float = 1.0
-    koleo_weight: float = 0.1
-    student_temp: float = 0.1
-    teacher_temp: float = 0.07
-    warmup_teacher_temp: float = 0.04
-    teacher_temp_warmup_iters: int = 37_500
+    prototypes: int
+    head_hidden_dim: int
+    head_bottleneck_dim: int
+    ibot: bool
+    ibot_separate_head: bool
+    mask_probability: float
+    mask_ratio: tuple[float, float]
+    target_strategy: str                          # or "sinkhorn"
+    ibot_weight: float
+    koleo_weight: float
+    student_temp: float
+    teacher_temp: float
+    warmup_teacher_temp: float
+    teacher_temp_warmup_iters: int
     # optimisation
-    batch_size: int = 64                          # per process; the global batch is batch_size · world size
-    iterations: int = 125_000
-    base_lr: float = 1e-3                         # at reference_batch; scaled to the global batch
-    reference_batch: int = 1024
-    lr_scaling: str = "linear"                    # lr = base_lr · (global/reference), or its square root
-    min_lr: float = 1e-6
-    warmup_iters: int = 12_500
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.2
-    momentum: float = 0.992
-    momentum_end: float = 1.0
-    layer_decay: float = 0.9
-    patch_embed_lr_mult: float = 0.2
-    freeze_last_layer_iters: int = 1_250
-    clip_grad: float = 3.0
+    batch_size: int                               # per process; the global batch is batch_size · world size
+    iterations: int
+    base_lr: float                                # at reference_batch; scaled to the global batch
+    reference_batch: int
+    lr_scaling: str                               # lr = base_lr · (global/reference), or its square root
+    min_lr: float
+    warmup_iters: int
+    weight_decay: float
+    weight_decay_end: float
+    momentum: float
+    momentum_end: float
+    layer_decay: float
+    patch_embed_lr_mult: float
+    freeze_last_layer_iters: int
+    clip_grad: float
     # run
-    seed: int = 0
-    precision: str = "auto"                       # bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = False
-    checkpoint_every: int = 2_500
-    log_every: int = 10
-    num_workers: int = 4                          # DataLoader processes reading tiles
+    seed: int
+    precision: str                                # bf16 autocast on CUDA, fp32 on CPU
+    compile: bool
+    checkpoint_every: int
+    log_every: int
+    num_workers: int                              # DataLoader processes reading tiles
 
     def __post_init__(self) -> None:
         self.check_ranges()

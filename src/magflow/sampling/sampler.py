@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from magflow.defaults import default
 from magflow.errors import ConfigError
 from magflow.sampling.distributions import (
-    STANDARD_MPPS,
     MppDistribution,
     continuous_uniform,
     discrete_uniform,
@@ -34,10 +34,10 @@ class SamplerConfig:
     kernel: str = "abs"
     lam: float | None = None
     mpp: float | None = None
-    lo: float = 0.25
-    hi: float = 2.0
-    grid_step: float = 0.005
-    du_mpps: tuple[float, ...] = STANDARD_MPPS
+    lo: float = default("samplers.range")[0]  # the config schema's samplers block
+    hi: float = default("samplers.range")[1]
+    grid_step: float = default("samplers.grid_step")
+    du_mpps: tuple[float, ...] = tuple(default("samplers.du_mpps"))
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

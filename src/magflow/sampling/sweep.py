@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from magflow.defaults import default
 from magflow.errors import ConfigError
-from magflow.sampling.distributions import STANDARD_MPPS
 from magflow.sampling.sampler import SamplerConfig
 from magflow.sheet_lines import row_lines
 
@@ -26,7 +26,7 @@ def _optional_float(key: str, value: Any) -> float | None:
 
 def sampler_config(row: Mapping[str, Any], settings: Mapping[str, Any]) -> SamplerConfig:
     """The SamplerConfig of one sweep row; range, grid_step and du_mpps come from ``settings``."""
-    lo, hi = settings.get("range", (0.25, 2.0))
+    lo, hi = settings.get("range", default("samplers.range"))
     return SamplerConfig(
         strategy=str(row["strategy"]),
         kernel=str(row["kernel"]),
@@ -34,8 +34,8 @@ def sampler_config(row: Mapping[str, Any], settings: Mapping[str, Any]) -> Sampl
         mpp=_optional_float("mpp", row.get("mpp")),
         lo=float(lo),
         hi=float(hi),
-        grid_step=float(settings.get("grid_step", 0.005)),
-        du_mpps=tuple(float(m) for m in settings.get("du_mpps", STANDARD_MPPS)),
+        grid_step=float(settings.get("grid_step", default("samplers.grid_step"))),
+        du_mpps=tuple(float(m) for m in settings.get("du_mpps", default("samplers.du_mpps"))),
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import openslide
 from PIL import Image
 
+from magflow.defaults import default
 from magflow.errors import SlideError, UpsamplingError
 from magflow.slides.diagnose import explain_open_failure, plain_image_format
 from magflow.slides.mpp import MppInfo, resolve_mpp
@@ -31,8 +32,9 @@ INTERPOLATIONS = {
     "lanczos": Image.Resampling.LANCZOS,
     "bilinear": Image.Resampling.BILINEAR,
 }
-DEFAULT_TOLERANCE = 0.02
-DEFAULT_MAX_PLAIN_MEGAPIXELS = 400.0  # a plain image is decoded whole: 400 Mpx (20k x 20k) is 1.2 GB as RGB
+DEFAULT_TOLERANCE = default("read.upsample_tolerance")
+# a plain image is decoded whole: 400 Mpx (20k x 20k) is 1.2 GB as RGB
+DEFAULT_MAX_PLAIN_MEGAPIXELS = float(default("read.max_plain_image_megapixels"))
 FAST_VENDORS = ("aperio", "generic-tiff")
 # The direct tile decoder must reproduce OpenSlide's pixels; libjpeg builds may differ by an IDCT rounding.
 FAST_MAX_ABS_DIFF, FAST_MEAN_ABS_DIFF = 8, 0.5
