@@ -12,6 +12,7 @@ from pathlib import Path
 from magflow import __version__
 from magflow.benchmark.config import FIXTURE_LAYOUTS, FIXTURE_SIZES
 from magflow.benchmark.paths import LAYOUTS
+from magflow.defaults import default
 from magflow.embed.control import InitControl
 from magflow.embed.external import FEATURES, ExternalModel
 from magflow.errors import ConfigError, MagflowError
@@ -426,13 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = steps.add_parser("phantom", help="write a synthetic H&E-like phantom slide with ground truth")
     p.add_argument("out_dir")
     p.add_argument("--slide-id", default="phantom")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=default("phantom.seed"))
     p.add_argument("--label", type=int, choices=(0, 1), help="1: the rare class is present (default 0)")
     p.add_argument("--cross-scale", type=int, choices=(0, 1), help="plant the cross-scale label (the sheet's "
                    "cross_scale column): 1 = large cells in nests + small cells in sheets, 0 = the reverse")
-    p.add_argument("--width-um", type=float, default=2048.0)
-    p.add_argument("--height-um", type=float, default=2048.0)
-    p.add_argument("--mpp", type=float, default=0.25, help="level-0 microns per pixel")
+    p.add_argument("--width-um", type=float, default=float(default("phantom.width_um")))
+    p.add_argument("--height-um", type=float, default=float(default("phantom.height_um")))
+    p.add_argument("--mpp", type=float, default=default("phantom.mpp"), help="level-0 microns per pixel")
     p.add_argument("--no-tissue", action="store_true", help="glass only (for testing empty masks)")
     p.add_argument("--no-mpp", action="store_true", help="omit the mpp from the metadata")
     p.set_defaults(handler=_phantom)
@@ -449,8 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-mask", required=True, help="output HDF5 file")
     p.add_argument("--out-qc", required=True, help="output PNG file")
     p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column")
-    p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the mask (µm/px)")
-    p.add_argument("--min-saturation", type=float, default=0.05)
+    p.add_argument("--tissue-mpp", type=float, default=default("tissue.mpp"),
+                   help="resolution of the mask (µm/px)")
+    p.add_argument("--min-saturation", type=float, default=default("tissue.min_saturation"))
     p.add_argument("--no-brightfield-check", action="store_true",
                    help="accept a slide that does not look like a brightfield scan (the sheet's brightfield_check: off)")
     p.set_defaults(handler=_tissue_mask)
@@ -468,14 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slide-id")
     p.add_argument("--tileset", default="train", help="name recorded in the store")
     p.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
-    p.add_argument("--cell-px", type=int, default=224)
-    p.add_argument("--source-px", type=int, default=448)
-    p.add_argument("--min-tissue", type=float, default=0.5)
+    p.add_argument("--cell-px", type=int, default=default("tilesets.<name>.cell_px"))
+    p.add_argument("--source-px", type=int, default=default("tilesets.<name>.source_px"))
+    p.add_argument("--min-tissue", type=float, default=default("tilesets.<name>.min_tissue"))
     p.add_argument("--max-tiles", type=int, help="cap per scale")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=default("tilesets.<name>.seed"))
     p.add_argument("--nested", action="store_true", help="coarser scales keep exactly the ancestors of the kept finest cells")
     p.add_argument("--jpeg-quality", type=int, help="store tiles as JPEG of this quality (1-100); default raw pixels")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=default("extract.workers"))
     p.add_argument("--mpp", type=float, help="level-0 mpp, as the sheet's `mpp` column")
     p.set_defaults(handler=_extract_tiles)
 
@@ -492,8 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", default="abs", help="abs or area (or a registered kernel)")
     p.add_argument("--lam", type=float, help="λ of cu_maxavg (default 1.0)")
     p.add_argument("--mpp", type=float, help="the mpp of strategy single")
-    p.add_argument("--range", type=float, nargs=2, default=[0.25, 2.0], metavar=("LO", "HI"))
-    p.add_argument("--grid-step", type=float, default=0.005)
+    p.add_argument("--range", type=float, nargs=2, default=default("samplers.range"), metavar=("LO", "HI"))
+    p.add_argument("--grid-step", type=float, default=default("samplers.grid_step"))
     p.add_argument("--out", required=True, help="output JSON")
     p.set_defaults(handler=_optimize_sampler)
 
@@ -508,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_arguments(p)
     p.add_argument("--mpps", type=float, nargs="+", help="target mpps (default: 0.25 0.375 0.5 0.75 1 1.5 2)")
     p.add_argument("--anchor-mpp", type=float, help="the tiles' scale (default: the tile set's finest)")
-    p.add_argument("--resample", choices=("finest", "nearest_scale"), default="finest",
+    p.add_argument("--resample", choices=("finest", "nearest_scale"), default=default("embed.resample"),
                    help="finest: every view resized from the finest stored scale by one filter; nearest_scale: "
                         "each from the coarsest stored scale at or finer than its mpp")
     p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token")
@@ -517,8 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="*", default=[], metavar="SLIDE_ID=PATH",
                    help="a slide's label mask (with its JSON sidecar) or tile-label CSV")
     p.add_argument("--label-csv", help="a tile-label CSV for many slides (slide_id, x, y or col, row, label)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--batch-size", type=int, default=default("embed.batch_size"))
+    p.add_argument("--workers", type=int, default=default("embed.workers"), help="data loader worker processes")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.set_defaults(handler=_embed)
 
@@ -536,8 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_arguments(p)
     p.add_argument("--out-embeddings", required=True, help="output HDF5, e.g. results/benchmarks/BENCH/MODEL.h5")
     p.add_argument("--out-record", required=True, help="output JSON, e.g. results/benchmarks/BENCH/MODEL.json")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes decoding the PNGs")
+    p.add_argument("--batch-size", type=int, default=default("embed.batch_size"))
+    p.add_argument("--workers", type=int, default=default("embed.workers"),
+                   help="data loader worker processes decoding the PNGs")
     p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token "
                    "(embed.mean_patch), as the model's evaluation embeddings do")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
@@ -589,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheet", required=True, help="the slide sheet: its split column (train / val / test)")
     p.add_argument("--masks", nargs="*", default=[], metavar="SLIDE_ID=PATH",
                    help="label masks (with their JSON sidecars): a tile's label is the majority class under it")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=default("embed.batch_size"))
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.set_defaults(handler=_mad_embed)
 
@@ -642,7 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", help="model names (folders of --eval-root and --embeddings-root)")
     p.add_argument("--eval-root", default="results/eval")
     p.add_argument("--embeddings-root", default="results/embeddings")
-    p.add_argument("--tileset", default="eval", help="the embedded tile set: {embeddings-root}/{model}/{tileset}.h5")
+    p.add_argument("--tileset", default=default("embed.tileset"),
+                   help="the embedded tile set: {embeddings-root}/{model}/{tileset}.h5")
     p.add_argument("--out-dir", default="results/report")
     p.add_argument("--manifests", nargs="*", default=[], help="tile manifests (TSV) for the mpp sources")
     p.add_argument("--slide-table", help="the slide QC table, results/qc/slides.tsv")
@@ -653,9 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="the slide's store of the region tile set (every tissue tile, no caps)")
     p.add_argument("--out", required=True, help="output HDF5 file, e.g. results/regions/MODEL/SLIDE.h5")
     _add_encoder_arguments(p)
-    p.add_argument("--t", type=int, default=3, help="region side in coarsest tiles (t=3 over 3 scales: 189 tokens)")
+    p.add_argument("--t", type=int, default=default("aggregate.t"),
+                   help="region side in coarsest tiles (t=3 over 3 scales: 189 tokens)")
     p.add_argument("--scales", type=float, nargs="+", default=[2.0, 1.0, 0.5], help="token scales (mpp)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=default("aggregate.batch_size"))
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.set_defaults(handler=_region_embed)
 
@@ -671,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(one JSON record per task)")
     p.add_argument("regions", nargs="+", help="region files, e.g. results/regions/MODEL/*.h5")
     p.add_argument("--sheet", required=True, help="the slide sheet: group, split and the task columns")
-    p.add_argument("--tasks", nargs="+", default=["label"], help="sheet columns, one AB-MIL task each "
+    p.add_argument("--tasks", nargs="+", default=default("aggregate.tasks"), help="sheet columns, one AB-MIL task each "
                    "(aggregate.tasks; default: label)")
     p.add_argument("--out", required=True, help="output JSON record; with several --tasks a pattern with {task}")
     p.add_argument("--method", default="abmil", help="method id recorded")

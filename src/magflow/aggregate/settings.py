@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from magflow.config import SettingError, check_field_types, requirement, settings_from_dict
+from magflow.defaults import schema_defaults
 from magflow.errors import ConfigError
-from magflow.evaluate.splits import SEEDS, TEST_FRACTION, VAL_FRACTION
 from magflow.sheet_lines import row_lines
 
 OBJECTIVES = ("mem", "cmem")
@@ -27,19 +27,21 @@ _MODEL_KEYS = ("width", "depth", "heads", "mlp_ratio", "n_cls", "max_grid", "dec
 
 
 @dataclass(frozen=True)
+@schema_defaults("aggregate.pretrain")
 class MixerConfig:
-    """Shape of the mixer; the paper's model is the default, the demo shrinks width and depth."""
+    """Shape of the mixer; the paper's model is the default (the config schema's ``aggregate.pretrain``), the
+    demo shrinks width and depth."""
 
     in_dim: int                      # tile embedding dim
-    width: int = 1536
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 2.0           # SwiGLU hidden = width · mlp_ratio
-    n_cls: int = 4
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float                 # SwiGLU hidden = width · mlp_ratio
+    n_cls: int
     n_scales: int = 3
-    max_grid: int = 64               # positions per axis, in finest-scale cells
-    decoder_depth: int = 2           # MEM decoder (magflow.aggregate.mem), not part of the encoder
-    decoder_width: int | None = None  # None: same as width
+    max_grid: int                    # positions per axis, in finest-scale cells
+    decoder_depth: int               # MEM decoder (magflow.aggregate.mem), not part of the encoder
+    decoder_width: int | None        # None: same as width
 
     def __post_init__(self) -> None:
         for key in ("in_dim", "width", "depth", "heads", "n_cls", "n_scales", "max_grid"):
@@ -62,44 +64,46 @@ class MixerConfig:
 
 
 @dataclass(frozen=True)
+@schema_defaults("aggregate.pretrain")
 class MixerTrainConfig:
-    """The paper's mixer and MEM settings by default; the demo overrides width, depth and iterations."""
+    """The paper's mixer and MEM settings by default (the config schema's ``aggregate.pretrain``); the demo
+    overrides width, depth and iterations."""
 
-    objective: str = "mem"             # or "cmem"
+    objective: str                     # or "cmem"
     # mixer (magflow.aggregate.mixer.MixerConfig; in_dim and n_scales come from the region files)
-    width: int = 1536
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 2.0
-    n_cls: int = 4
-    max_grid: int = 64
-    decoder_depth: int = 2
-    decoder_width: int | None = None
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float
+    n_cls: int
+    max_grid: int
+    decoder_depth: int
+    decoder_width: int | None
     # MEM / CMEM
-    mask_ratio: float = 0.5
-    dihedral: bool = True              # random rotations and flips (all scales alike), MEM and CMEM
-    context: int = 7                   # CMEM: c of the c×c context the two t×t views come from
-    projector_hidden: int = 4096
-    projector_dim: int = 256
-    tau: float = 0.2
-    contrastive_weight: float = 1.0
-    contrastive_loss: str = "paper-eq5"  # CMEM: the paper's Eq. 5 (positive not in the denominator) or "simclr"
+    mask_ratio: float
+    dihedral: bool                     # random rotations and flips (all scales alike), MEM and CMEM
+    context: int                       # CMEM: c of the c×c context the two t×t views come from
+    projector_hidden: int
+    projector_dim: int
+    tau: float
+    contrastive_weight: float
+    contrastive_loss: str              # CMEM: the paper's Eq. 5 (positive not in the denominator) or "simclr"
     # optimisation
-    batch_size: int = 256
-    iterations: int = 10_000
-    warmup_iters: int = 1_000
-    base_lr: float = 1.5e-4            # at reference_batch; lr = base_lr · batch_size / reference_batch
-    reference_batch: int = 256
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    clip_grad: float | None = 3.0
+    batch_size: int
+    iterations: int
+    warmup_iters: int
+    base_lr: float                     # at reference_batch; lr = base_lr · batch_size / reference_batch
+    reference_batch: int
+    min_lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    clip_grad: float | None
     # run
-    seed: int = 0
-    precision: str = "auto"            # bf16 autocast on CUDA, fp32 on CPU
-    checkpoint_every: int = 500
-    log_every: int = 10
-    num_workers: int = 0               # DataLoader processes cutting regions (2-8 on a GPU node)
+    seed: int
+    precision: str                     # bf16 autocast on CUDA, fp32 on CPU
+    checkpoint_every: int
+    log_every: int
+    num_workers: int                   # DataLoader processes cutting regions (2-8 on a GPU node)
 
     def __post_init__(self) -> None:
         check_field_types(self, PRETRAIN_KEY)
@@ -157,25 +161,27 @@ class MixerTrainConfig:
 
 
 @dataclass(frozen=True)
+@schema_defaults("aggregate.abmil")
 class MILConfig:
-    """The ``abmil`` config block (see config/README.md)."""
+    """The ``abmil`` config block (see config/README.md); the defaults are the config schema's
+    (``aggregate.abmil``)."""
 
-    lr: float = 1e-5
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    epochs: int = 20
-    freeze_epochs: int = 1
-    layer_decay: float = 0.75
-    groups_per_batch: int = 32         # the paper batches 32 groups (patients)
-    aggregator: str = "paper-eq7"      # Eq. 7: pool the instances themselves; "projection": Linear+ReLU first
-    attention: str = "tanh"            # Eq. 8's wᵀ tanh(V z); "gated": Ilse et al.'s gated attention
-    hidden_dim: int | None = 256       # the projection's width (aggregator "projection" only)
-    attn_dim: int = 16                 # the aggregator's hidden size (V: attn_dim × D); the paper's is 16
-    dropout: float = 0.25
-    select: str = "val_loss"
-    seeds: tuple[int, ...] = SEEDS
-    test_fraction: float = TEST_FRACTION
-    val_fraction: float = VAL_FRACTION
+    lr: float
+    weight_decay: float
+    label_smoothing: float
+    epochs: int
+    freeze_epochs: int
+    layer_decay: float
+    groups_per_batch: int              # the paper batches 32 groups (patients)
+    aggregator: str                    # Eq. 7: pool the instances themselves; "projection": Linear+ReLU first
+    attention: str                     # Eq. 8's wᵀ tanh(V z); "gated": Ilse et al.'s gated attention
+    hidden_dim: int | None             # the projection's width (aggregator "projection" only)
+    attn_dim: int                      # the aggregator's hidden size (V: attn_dim × D); the paper's is 16
+    dropout: float
+    select: str
+    seeds: tuple[int, ...]
+    test_fraction: float
+    val_fraction: float
 
     def __post_init__(self) -> None:
         check_field_types(self, ABMIL_KEY)

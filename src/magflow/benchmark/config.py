@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from magflow.defaults import default, schema_defaults
 from magflow.errors import ConfigError
 
-from .paths import LAYOUTS, PROFILE_MPPS, layout_error, mpp_folder
+from .paths import LAYOUTS, layout_error, mpp_folder
 
-DEFAULT_SEED = 42  # the authors' default fold seed for BRACS-MS (their run script passes 22)
+DEFAULT_SEED = default("benchmarks.<name>.seed")  # the authors' BRACS-MS fold seed, 42 (their run script passes 22)
 DEFAULT_LABELS = {"tcga-ms": "labels.csv", "generic": "labels.csv"}
 DEFAULT_PATIENTS = "BRACS.xlsx"  # beside the mpp folders, where the authors' loader looks by default
 KEYS = ("layout", "root", "labels", "patients", "mpps", "seed", "fixture")
@@ -30,6 +31,7 @@ FIXTURE_SIZES = {"tcga-ms": {"n_slides": 10, "regions_per_slide": 4, "tile_px": 
 
 
 @dataclass(frozen=True)
+@schema_defaults("benchmarks.<name>")
 class BenchmarkSpec:
     """One benchmark: where its images and labels are and how they are laid out."""
 
@@ -38,9 +40,9 @@ class BenchmarkSpec:
     root: Path
     labels: Path | None  # tcga-ms, generic: the label CSV
     patients: Path | None  # bracs-ms: the WSI -> patient sheet
-    mpps: tuple[float, ...] = PROFILE_MPPS
-    seed: int = DEFAULT_SEED  # folds made by magflow (bracs-ms; generic without fold columns)
-    fixture: bool = False  # a small synthetic folder the workflow writes at root (FIXTURE_FOLDER/<name>)
+    mpps: tuple[float, ...]
+    seed: int  # folds made by magflow (bracs-ms; generic without fold columns)
+    fixture: bool  # a small synthetic folder the workflow writes at root (FIXTURE_FOLDER/<name>)
 
     @classmethod
     def from_config(cls, name: str, settings: Mapping[str, Any], check_paths: bool = True) -> BenchmarkSpec:
@@ -61,7 +63,7 @@ class BenchmarkSpec:
         root = Path(settings["root"])
         labels = settings.get("labels")
         patients = settings.get("patients")
-        fixture = settings.get("fixture", False)
+        fixture = settings.get("fixture", default("benchmarks.<name>.fixture"))
         if not isinstance(fixture, bool):
             raise ConfigError(f"{where}.fixture: true or false, got {fixture!r}")
         if fixture:
@@ -78,7 +80,7 @@ class BenchmarkSpec:
                 raise ConfigError(f"{where}.patients: only bracs-ms has a patient sheet; {layout} takes "
                                   "groups from its label file")
             labels = Path(labels) if labels else root / DEFAULT_LABELS[layout]
-        mpps = tuple(settings.get("mpps", PROFILE_MPPS))
+        mpps = tuple(settings.get("mpps", default("benchmarks.<name>.mpps")))
         if not mpps or any(isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0
                            for m in mpps) or len(set(mpps)) != len(mpps):
             raise ConfigError(f"{where}.mpps: give distinct positive numbers, got {list(mpps)}")

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from magflow.defaults import default
 from magflow.evaluate.vectors import l2_normalize
 
-COARSE_MPP = 1.0
-FINE_MPP = 0.25
+COARSE_MPP = default("evaluate.hierarchy.coarse_mpp")
+FINE_MPP = default("evaluate.hierarchy.fine_mpp")
 
 
 @dataclass(frozen=True)

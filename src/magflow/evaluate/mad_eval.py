@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from magflow import provenance
+from magflow.defaults import schema_defaults
 from magflow.errors import ConfigError
-from magflow.evaluate.mad_hierarchy import BOOTSTRAP, NEGATIVES_PER_PARENT, mad_hierarchy
+from magflow.evaluate.mad_hierarchy import mad_hierarchy
 from magflow.evaluate.mad_tiles import MadTiles, read_mad_tiles
 from magflow.evaluate.outcome import MetricSkipped
 from magflow.evaluate.probe_names import check_probe
@@ -38,22 +39,23 @@ PROTOCOL = "mad-paper"
 
 
 @dataclass(frozen=True)
+@schema_defaults("evaluate.mad")
 class MadEvalSettings:
-    """The config block ``evaluate.mad`` (config/README.md); the schema holds the same defaults."""
+    """The config block ``evaluate.mad`` (config/README.md); the defaults are the config schema's."""
 
-    tileset: str = "mad"                  # the tile set embedded on its own grids
-    negatives_per_parent: int = NEGATIVES_PER_PARENT  # Table 4: same-class and other-class negatives per parent
-    bootstrap: int = BOOTSTRAP            # Table 4: bootstrap resamples of the parents for the 95% interval
-    min_children: int | None = None       # Table 4: aligned children a scored parent needs; None: all f² (the paper)
-    seed: int = 0                         # negatives, bootstrap, probe seeds (seed + run), K-Means
-    knn_k: int = 20                       # Table 3 kNN
-    runs: int = 5                         # Table 3 paper-linear runs
-    probe: str = "paper-linear"           # Tables 3 and 5: paper-linear or logistic
-    segmentation_train_mpp: float = 1.0   # Table 5: the probe is trained at this scale (10×)
-    epochs: int = 100                     # paper-linear: most epochs (linear_probe.PAPER_EPOCHS)
-    patience: int = 10                    # paper-linear: early-stopping patience on the val loss (PAPER_PATIENCE)
-    pca_parents: int = 4                  # Fig 3: parents drawn per scale pair, each with its children
-    max_models: int | None = None         # workflow: how many models (each run with its control); None: all
+    tileset: str                          # the tile set embedded on its own grids
+    negatives_per_parent: int             # Table 4: same-class and other-class negatives per parent
+    bootstrap: int                        # Table 4: bootstrap resamples of the parents for the 95% interval
+    min_children: int | None              # Table 4: aligned children a scored parent needs; None: all f² (the paper)
+    seed: int                             # negatives, bootstrap, probe seeds (seed + run), K-Means
+    knn_k: int                            # Table 3 kNN
+    runs: int                             # Table 3 paper-linear runs
+    probe: str                            # Tables 3 and 5: paper-linear or logistic
+    segmentation_train_mpp: float         # Table 5: the probe is trained at this scale (10×)
+    epochs: int                           # paper-linear: most epochs (linear_probe.PAPER_EPOCHS)
+    patience: int                         # paper-linear: early-stopping patience on the val loss (PAPER_PATIENCE)
+    pca_parents: int                      # Fig 3: parents drawn per scale pair, each with its children
+    max_models: int | None                # workflow: how many models (each run with its control); None: all
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | None) -> MadEvalSettings:

@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 
 from magflow.aggregate.methods import magnification
+from magflow.defaults import default
 from magflow.errors import ConfigError
 from magflow.evaluate.mad_tiles import MadScale, MadTiles
 from magflow.evaluate.vectors import l2_normalize
 
-NEGATIVES_PER_PARENT = 16
-BOOTSTRAP = 1000
+NEGATIVES_PER_PARENT = default("evaluate.mad.negatives_per_parent")
+BOOTSTRAP = default("evaluate.mad.bootstrap")
 CI_LEVEL = 0.95
 SCORES = ("s_pos", "s_neg_same", "s_neg_diff", "delta_hier", "delta_sem")
 CHUNK = 4096  # parents whose children and negatives are gathered at once

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)  # five seeded splits → mean ± std
-TEST_FRACTION = 0.2
-VAL_FRACTION = 0.2
+from magflow.defaults import default
+
+SEEDS: tuple[int, ...] = tuple(default("evaluate.seeds"))  # five seeded splits → mean ± std
+TEST_FRACTION = default("evaluate.test_fraction")
+VAL_FRACTION = default("evaluate.val_fraction")
 
 
 @dataclass(frozen=True)
