@@ -129,7 +129,11 @@ def _kind(node: Mapping[str, Any]) -> str:
             size = f"{node['minItems']} "
         elif "minItems" in node:
             size = f"≥ {node['minItems']} "
-        text = f"list of {size}{_kind(items) if items else 'values'}"
+        item = _kind(items) if items else "values"
+        for name in ("number", "integer", "string", "boolean"):
+            if item.startswith(name):
+                item = name + "s" + item[len(name):]
+        text = f"list of {size}{item}"
         if node.get("uniqueItems"):
             text += ", distinct"
     if "object" in types and node.get("additionalProperties") not in (None, False) and not node.get("properties"):

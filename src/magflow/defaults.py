@@ -4,8 +4,8 @@ inside the package as ``magflow/config.schema.yaml``).
 ``default("tissue.mpp")`` is one key's default and ``defaults_of("pretrain.train")`` a block's; the settings
 dataclasses take their field defaults from their block with :func:`schema_defaults`, and the command line
 takes its defaults from :func:`default`, so no default is written twice. A step into a map of named
-entries (``tilesets``, ``benchmarks``, ``embed.external``, ...) is spelled ``<name>``:
-``default("tilesets.<name>.cell_px")``.
+entries (``tilesets``, ``benchmarks``, ``embed.external``, ``resources``, ...) is spelled ``<name>`` (any
+``<word>`` will do; the docs use the map's own, ``resources.<rule>``): ``default("tilesets.<name>.cell_px")``.
 
 A light module (PyYAML only): the workflow and the command line import it while they parse.
 """
@@ -23,6 +23,7 @@ import yaml
 
 SCHEMA_FILE = "config.schema.yaml"  # in the package: a link to workflow/schemas/config.schema.yaml
 ENTRY = "<name>"  # a key's step into a map of named entries (the schema's additionalProperties)
+ENTRY_NAME = "x-entry"  # what a map's entries are called in the docs (<rule> for resources); <name> otherwise
 # Annotations of this schema beyond JSON Schema: what applies when a key without a fixed default is left
 # out (prose), and the settings dataclass that checks a block again, with messages of its own.
 DEFAULT_TEXT = "x-default"
@@ -77,7 +78,7 @@ def node(key: str) -> dict[str, Any]:
     """The (resolved) schema of a dotted key; ``<name>`` steps into a map's entries. KeyError if none."""
     current = resolve(schema())
     for part in key.split(".") if key else []:
-        if part == ENTRY:
+        if part.startswith("<") and part.endswith(">"):  # <name>, or the map's own word (<rule>)
             entry = entry_schema(current)
             if entry is None:
                 raise KeyError(f"{key}: no named entries here")
@@ -116,7 +117,7 @@ def keys(start: Mapping[str, Any] | None = None, prefix: str = "") -> Iterator[t
         yield from keys(sub, f"{prefix}{name}.")
     entry = entry_schema(current)
     if entry is not None and entry.get("properties"):
-        yield from keys(entry, f"{prefix}{ENTRY}.")
+        yield from keys(entry, f"{prefix}<{current.get(ENTRY_NAME, ENTRY.strip('<>'))}>.")
 
 
 def schema_defaults(block: str, **names: str) -> Callable[[Cls], Cls]:
