@@ -39,7 +39,7 @@ from sklearn.metrics import balanced_accuracy_score
 from magflow.embed.control import InitControl
 from magflow.embed.output import read_embeddings
 from magflow.embed.embed import embed_tileset
-from magflow.evaluate.knn import knn_predict
+from magflow.evaluate.probes import knn_predict
 from magflow.evaluate.rankme import rankme
 from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles
 from magflow.preprocess.tissue import TissueParams

@@ -6,7 +6,7 @@ import pytest
 from eval_fixtures import make_embeddings, sheet
 from magflow.errors import ConfigError
 from magflow.evaluate.data import EvalData, mpp_key
-from magflow.evaluate.linear_probe import linear_probe_scores
+from magflow.evaluate.probes import linear_probe_scores
 from magflow.evaluate.evaluate import evaluate_metric
 from magflow.evaluate.settings import EvalContext, EvalSettings
 from magflow.evaluate.split_plan import plan_splits

@@ -24,8 +24,9 @@ from magflow.evaluate import (
     segmentation_scores,
     tile_label_map,
 )
-from magflow.evaluate.evaluate import METRICS, evaluate_metric
-from magflow.evaluate.run_profile import OWN_TILES, SAME_TILES
+from magflow.evaluate.data import OWN_TILES, SAME_TILES
+from magflow.evaluate.evaluate import evaluate_metric
+from magflow.evaluate.registry import METRIC_NAMES
 from magflow.evaluate.settings import EvalSettings
 from magflow.evaluate.splits import SEEDS as DEFAULT_SEEDS
 
@@ -47,7 +48,7 @@ def setup(tmp_path_factory):
     masks = write_masks(root / "masks")
     options = dict(sheet_splits=splits, groups=groups, masks=masks, maps_dir=root / "maps", config={"demo": 1},
                    settings={"seeds": SEEDS})
-    records = {m: evaluate_metric(m, path, root / f"{m}.json", **options) for m in METRICS}
+    records = {m: evaluate_metric(m, path, root / f"{m}.json", **options) for m in METRIC_NAMES}
     return root, read_embeddings(path), records, options
 
 
@@ -65,7 +66,7 @@ def reference_splits(emb):
 
 def test_every_record_has_the_envelope_and_is_strict_json(setup):
     root, emb, records, _ = setup
-    for metric in METRICS:
+    for metric in METRIC_NAMES:
         record = strict(root / f"{metric}.json")
         assert record == records[metric]
         assert record["metric"] == metric and record["status"] == "ok" and record["reason"] == ""
@@ -194,7 +195,7 @@ def test_missing_labels_are_a_recorded_skip_not_a_crash(tmp_path):
     path = make_embeddings(tmp_path / "nolabels.h5", labelled=False)
     splits, groups = sheet()
     records = {m: evaluate_metric(m, path, tmp_path / f"{m}.json", sheet_splits=splits, groups=groups,
-                                  maps_dir=tmp_path / "maps") for m in METRICS}
+                                  maps_dir=tmp_path / "maps") for m in METRIC_NAMES}
     for metric in ("probes", "cross_mpp", "clustering", "segmentation"):
         assert records[metric]["status"] == "skipped" and "no tile labels" in records[metric]["reason"]
         assert records[metric]["result"] == {} and strict(tmp_path / f"{metric}.json")["status"] == "skipped"

@@ -115,7 +115,7 @@ def test_a_cohort_too_small_for_seeded_splits_says_so():
     described = plan(labels, slides)
     assert described["mode"] == "sheet" and described["too_small"] and described["units"] == 3
     assert described["distinct"] == 1 and "3 slide/group units cannot be split" in described["note"]
-    from magflow.evaluate.outcome import MetricSkipped
+    from magflow.evaluate.record import MetricSkipped
 
     with pytest.raises(MetricSkipped, match="3 slide/group units"):
         plan(labels, slides, splits="seeded")

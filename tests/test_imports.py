@@ -7,7 +7,7 @@ HEAVY = ("torch", "timm", "sklearn", "matplotlib", "tensorboard")
 # every magflow module workflow/rules/common.smk imports
 WORKFLOW_IMPORTS = ["magflow.aggregate.methods", "magflow.aggregate.settings", "magflow.benchmark.config",
                     "magflow.config", "magflow.embed.control", "magflow.embed.external", "magflow.embed.labels",
-                    "magflow.errors", "magflow.evaluate.families", "magflow.evaluate.mad_eval",
+                    "magflow.errors", "magflow.evaluate.mad_eval", "magflow.evaluate.registry",
                     "magflow.evaluate.settings", "magflow.preemption", "magflow.pretrain.mad_config",
                     "magflow.pretrain.runs", "magflow.pretrain.train_config", "magflow.report.names",
                     "magflow.sampling.sweep", "magflow.sheet", "magflow.sheet_lines", "magflow.phantom.phantom",
@@ -28,7 +28,7 @@ def test_workflow_parse_imports_no_heavy_library():
 def test_lazy_packages_still_export_their_names():
     from magflow import embed, evaluate, pretrain
 
-    assert callable(evaluate.rankme) and callable(evaluate.label_metrics)  # names shared with their modules
+    assert callable(evaluate.rankme) and callable(evaluate.label_metrics)  # rankme: a name shared with its module
     import magflow.evaluate.rankme  # noqa: F401  (binding the submodule must not hide the function)
 
     assert callable(evaluate.rankme)
@@ -37,11 +37,26 @@ def test_lazy_packages_still_export_their_names():
             assert getattr(package, name) is not None, f"{package.__name__}.{name}"
 
 
-def test_the_light_metric_list_names_every_metric_job():
-    from magflow.evaluate.families import METRIC_NAMES
-    from magflow.evaluate.evaluate import METRICS
+def test_rules_cli_and_report_read_the_one_metric_registry():
+    import re
+    from pathlib import Path
 
-    assert tuple(METRICS) == METRIC_NAMES
+    from magflow.cli import build_parser
+    from magflow.evaluate import registry
+    from magflow.report import evaluation_figures
+
+    names = registry.METRIC_NAMES
+    assert len(set(names)) == len(names) and set(registry.CONTROL_METRICS) <= set(names)
+    assert sorted(registry.PLAIN_METRICS + registry.MASK_METRICS) == sorted(names)  # every family has one rule
+    for name in names:
+        assert callable(registry.metric_function(name)), name
+    (steps,) = [a for a in build_parser()._actions if a.dest == "step"]
+    (metrics,) = [a for a in steps.choices["evaluate"]._actions if a.dest == "metrics"]
+    assert tuple(metrics.choices) == names
+    assert evaluation_figures.METRIC_NAMES is names
+    root = Path(__file__).resolve().parents[1]
+    rules = "".join(p.read_text() for p in [root / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk"))])
+    assert not re.findall(r"""["'](?:%s)["']""" % "|".join(names), rules)  # no rule spells a family's name
 
 
 def test_the_list_holds_every_module_the_workflow_imports():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from magflow.errors import ConfigError
-from magflow.evaluate.linear_probe import (PAPER_BATCH, PAPER_LR, LinearProbe, PaperLinearProbe, fit_paper_linear,
-                                           fit_probe, probe_record)
+from magflow.evaluate.probes import (PAPER_BATCH, PAPER_LR, LinearProbe, PaperLinearProbe, fit_paper_linear,
+                                     fit_probe, probe_record)
 
 
 def blobs(n_per_class: int, seed: int, classes=(1, 4, 7), dim: int = 6, spread: float = 0.5):
@@ -84,5 +84,5 @@ def test_probe_selection_and_records_name_the_probe():
     assert probe_record(fit_probe("logistic", x, y, vx, vy))["probe"] == "logistic"
     assert isinstance(fit_probe("paper-linear", x, y, vx, vy, epochs=2), PaperLinearProbe)
     with pytest.raises(ConfigError, match="evaluate.mad.probe"):
-        from magflow.evaluate.linear_probe import check_probe
+        from magflow.evaluate.probe_names import check_probe
         check_probe("svm", "evaluate.mad.probe")

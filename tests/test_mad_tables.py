@@ -10,8 +10,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_mutual_info_score, davies_bouldin_score, f1_score
 
 from magflow.errors import ConfigError
-from magflow.evaluate.outcome import MetricSkipped
-from magflow.evaluate.linear_probe import fit_linear_probe, fit_paper_linear
+from magflow.evaluate.probes import fit_linear_probe, fit_paper_linear
+from magflow.evaluate.record import MetricSkipped
 from magflow.evaluate.mad_tables import MadTableSettings, table3, table5
 from magflow.evaluate.mad_tiles import MadScale, MadTiles
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from eval_fixtures import make_embeddings, sheet, write_masks
-from magflow.evaluate.evaluate import METRICS, evaluate_metric
+from magflow.evaluate.evaluate import evaluate_metric
+from magflow.evaluate.registry import METRIC_NAMES
 from magflow.report.build import build_report
 from magflow.report.figures import rescale
 from magflow.report.report_index import write_index
@@ -28,7 +29,7 @@ def project(tmp_path_factory):
     for model, labelled in zip(MODELS, (True, False)):
         path = make_embeddings(root / "embeddings" / model / "eval.h5", model=model, labelled=labelled,
                                sampler=SAMPLER if labelled else None)
-        for metric in METRICS:
+        for metric in METRIC_NAMES:
             evaluate_metric(metric, path, root / "eval" / model / f"{metric}.json", settings=settings,
                             sheet_splits=splits, groups=groups, masks=masks,
                             maps_dir=root / "eval" / model / "segmentation")

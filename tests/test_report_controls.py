@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from eval_fixtures import make_embeddings, sheet
-from magflow.evaluate.evaluate import METRICS, evaluate_metric
+from magflow.evaluate.evaluate import evaluate_metric
+from magflow.evaluate.registry import CONTROL_METRICS, METRIC_NAMES
 from magflow.report import figures, rankme_comparison
 from magflow.report.build import build_report
 
@@ -22,7 +23,7 @@ def records(tmp_path_factory):
     out = {}
     for model, noise, seed in ((RUN, 0.6, 0), (CONTROL, 2.0, 1)):
         path = make_embeddings(root / "embeddings" / model / "eval.h5", model=model, noise=noise, seed=seed)
-        for metric in METRICS if model == RUN else ("rankme", "probes", "robustness"):  # a control's families
+        for metric in METRIC_NAMES if model == RUN else CONTROL_METRICS:
             out[model, metric] = evaluate_metric(metric, path, root / "eval" / model / f"{metric}.json",
                                                  settings={"seeds": [0]}, sheet_splits=splits, groups=groups,
                                                  maps_dir=root / "eval" / model / "segmentation")

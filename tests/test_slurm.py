@@ -263,7 +263,7 @@ def test_dry_run_lists_jobs_with_their_resources(tmp_path):
     jobs = re.findall(r"rule (\w+):\n(?:.*\n)*?\s+resources: (.*)", out)
     listed = {name: resources for name, resources in jobs if name != "all"}
     assert {"phantom", "tissue_mask", "extract_tiles", "tile_manifest", "optimize_sampler", "pretrain",
-            "embed", "evaluate_probes", "report_index"} <= set(listed), listed
+            "embed", "evaluate", "report_index"} <= set(listed), listed
     for name, resources in listed.items():
         wanted = {**defaults, **config.get("evaluate" if name.startswith("evaluate_") else name, {})}
         for key, value in wanted.items():

@@ -16,6 +16,7 @@ from magflow.defaults import default
 from magflow.embed.control import InitControl
 from magflow.embed.external import FEATURES, ExternalModel
 from magflow.errors import ConfigError, MagflowError
+from magflow.evaluate.registry import METRIC_NAMES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -209,12 +210,12 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from magflow.evaluate.evaluate import METRICS, evaluate_metric
+    from magflow.evaluate.evaluate import evaluate_metric
     from magflow.sheet import read_sheet
 
     entries = read_sheet(args.sheet) if args.sheet else []
     out = Path(args.out_dir)
-    for metric in args.metrics or list(METRICS):
+    for metric in args.metrics or METRIC_NAMES:
         record = evaluate_metric(metric, args.embeddings, out / f"{metric}.json", settings=json.loads(args.settings),
                                  sheet_splits={e.slide_id: e.split for e in entries},
                                  groups={e.slide_id: e.group for e in entries},
@@ -575,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "clustering, centroids, consistency, segmentation, robustness)")
     p.add_argument("embeddings", help="an embeddings file, e.g. results/embeddings/MODEL/eval.h5")
     p.add_argument("--out-dir", required=True, help="where the records go, e.g. results/eval/MODEL")
-    p.add_argument("--metrics", nargs="+", help="metric families (default: all)")
+    p.add_argument("--metrics", nargs="+", choices=METRIC_NAMES, help="metric families (default: all)")
     p.add_argument("--sheet", help="the slide sheet: its split and group columns (evaluate.splits: sheet/auto)")
     p.add_argument("--masks", nargs="*", default=[], metavar="SLIDE_ID=PATH",
                    help="label masks (with their JSON sidecars) of the slides segmentation is scored on")

@@ -14,7 +14,7 @@ from magflow.benchmark.config import benchmark_specs
 from magflow.aggregate.settings import MILConfig, aggregation_wanted, check_mixer_sweep, check_tasks
 from magflow.config import requested_targets
 from magflow.errors import ConfigError
-from magflow.evaluate.families import METRIC_NAMES
+from magflow.evaluate.registry import CONTROL_METRICS, METRIC_NAMES
 from magflow.evaluate.mad_eval import MadEvalSettings, check_mad_scales
 from magflow.evaluate.settings import EvalSettings
 from magflow.pretrain.train_config import TrainConfig, check_run_columns
@@ -216,7 +216,6 @@ EMBED_MODELS = list(RUN_SPACE.instance_patterns) + list(EXTERNAL_MODELS)
 # Every run's control, {run}~init: its network at initialisation (same architecture and seed), rebuilt from the
 # run's model card at embed time, evaluated on the profile families only and drawn dashed beside the run.
 CONTROLS = {control_name(run): run for run in RUN_SPACE.instance_patterns}
-CONTROL_METRICS = ["rankme", "probes", "robustness"]
 _clash = sorted(set(EXTERNAL_MODELS) & set(CONTROLS))
 if _clash:
     raise ConfigError(f"embed.external: {', '.join(_clash)} is the name of a run's init control; rename it")

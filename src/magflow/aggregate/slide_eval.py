@@ -45,7 +45,7 @@ from magflow.aggregate.bags import SlideSet
 from magflow.aggregate.settings import MILConfig
 from magflow.aggregate.slide_model import SlideModel
 from magflow.errors import ConfigError
-from magflow.evaluate.classification import mean_std
+from magflow.evaluate.probes import mean_std
 from magflow.evaluate.splits import SlideSplit, seeded_splits
 from magflow.training import resume_state, save_checkpoint, weight_decay_exempt
 

@@ -22,19 +22,28 @@ code would fail). scikit-learn ≥ 1.8 has no ``multi_class``: with three or mor
 the multinomial loss anyway, and for two classes the authors' two-class softmax equals a binomial fit
 with C doubled (the softmax splits the weight difference w between two vectors ±w/2, so its penalty
 is |w|²/4 instead of |w|²/2), so two-class problems are fitted at 2C and recorded at C.
+
+On an embeddings file (``evaluate.protocol: cms``), :func:`cms_probes` makes each slide split a fold and
+writes the ``probes`` record; the benchmarks call :func:`cms_protocol` on their own folds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.neighbors import KNeighborsClassifier
+
+from magflow.evaluate.data import EvalData
+from magflow.evaluate.record import MetricResult, MetricSkipped
+
+if TYPE_CHECKING:
+    from magflow.evaluate.split_plan import SplitPlan
 
 PROTOCOL = "cms"
 CMS_TRAIN_MPPS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
@@ -226,3 +235,27 @@ def _linear(tx: np.ndarray, ty: np.ndarray, dx: np.ndarray, dy: np.ndarray,
     model = fitted[best]
     return ProbeFold(best, dev, {m: scores(ey, model.predict(ex)) for m, (ex, ey) in tests.items()},
                      converged=bool(np.all(model.n_iter_ < CMS_MAX_ITER)))
+
+
+def cms_probes(data: EvalData, plan: SplitPlan) -> MetricResult:
+    """``protocol: cms`` on the eval tiles: each split (train / val / test) is a fold (train / dev / test)."""
+    train_mpps = [m for m in data.mpps if any(np.isclose(m, s) for s in CMS_TRAIN_MPPS)]
+    if not train_mpps:
+        raise MetricSkipped(f"protocol cms fits on the standard mpps {list(CMS_TRAIN_MPPS)}; the embeddings have "
+                            f"{data.mpps}")
+    rows = np.flatnonzero(data.labels >= 0)
+    slides = data.slides[rows]
+    folds = {}
+    for split in plan.splits:
+        part = np.full(len(rows), "", dtype=object)
+        for name, members in (("train", split.train), ("dev", split.val), ("test", split.test)):
+            part[np.isin(slides, list(members))] = name
+        folds[f"seed_{split.seed}"] = part.astype(str)
+    try:
+        result = cms_protocol({m: data.features(m, rows) for m in data.mpps}, data.labels[rows], folds,
+                              present={m: data.usable(m)[rows] for m in data.mpps}, groups=slides,
+                              train_mpps=train_mpps)
+    except ValueError as error:
+        raise MetricSkipped(f"protocol cms: {error}") from None
+    out = {**result.as_result(), "split": plan.describe(), "left_out": {}}
+    return MetricResult(out, plan.seeds, {**CMS_CONSTANTS, "train_mpps": train_mpps})

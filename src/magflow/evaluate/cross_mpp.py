@@ -15,20 +15,29 @@ to a native probe at b; that is the matrix's own diagonal, readable from the sco
 This is not the MAD paper's consistency % (its Table 5: 40× mIoU / 10× mIoU of a segmentation probe
 trained at 10×, 96.7%), which ``magflow.evaluate.mad_tables`` computes; this ratio of tile-probe
 scores is recorded as ``retained_percent``.
+
+The ``cross_mpp`` record (:func:`cross_mpp`) uses the mpps that every split can probe
+(``magflow.evaluate.probes.probe_ready``) and the model's slide splits (``magflow.evaluate.split_plan``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from magflow.evaluate.classification import STD_DDOF
-from magflow.evaluate.linear_probe import C_GRID, fit_probe_on_split
+from magflow.evaluate.data import EvalData
+from magflow.evaluate.probes import C_GRID, PROBE_CONSTANTS, STD_DDOF, fit_probe_on_split, probe_ready
+from magflow.evaluate.record import MetricResult
+from magflow.evaluate.split_plan import plan_splits
 from magflow.evaluate.splits import SlideSplit
+
+if TYPE_CHECKING:
+    from magflow.evaluate.settings import EvalContext
 
 
 @dataclass(frozen=True)
@@ -89,3 +98,23 @@ def cross_mpp_matrix(tiles: Mapping[float, LabelledTiles], splits: Sequence[Slid
                 f1[s, a, b] = f1_score(yt[test], predicted, average="macro")
     return CrossMpp(mpps, tuple(sp.seed for sp in splits), bacc, f1, chosen)
 
+
+def cross_mpp(data: EvalData, context: EvalContext) -> MetricResult:
+    """The ``cross_mpp`` record: the matrix, its mean ± std over the splits and the accuracy retained."""
+    plan = plan_splits(data, context)
+    ready, left_out = probe_ready(data, plan)
+    tiles = {m: LabelledTiles(data.features(m, r), data.labels[r], data.slides[r]) for m, r in ready.items()}
+    matrix = cross_mpp_matrix(tiles, plan.splits)
+    out: dict[str, Any] = {"mpps": list(matrix.mpps), "left_out": left_out, "split": plan.describe(),
+                           "axes": "[train mpp, test mpp]", "chosen_c": matrix.chosen_c}
+    for score in ("balanced_accuracy", "macro_f1"):
+        values = getattr(matrix, score)
+        mean, std = matrix.mean_std(values)
+        kept = matrix.retained(score)
+        kept_mean, kept_std = matrix.mean_std(kept)
+        out[score] = {"mean": mean, "std": std, "per_seed": values,
+                      "retained_percent": {"mean": kept_mean, "std": kept_std, "per_seed": kept}}
+    constants = {"linear": PROBE_CONSTANTS["linear"],
+                 "retained_percent": "accuracy retained %: 100 · score(train a, test b) / score(train a, test a), "
+                                     "per seed (not the MAD paper's mIoU-based consistency %)"}
+    return MetricResult(out, plan.seeds, constants)

@@ -1,8 +1,16 @@
-"""An embeddings file as the evaluation reads it: which rows are usable at which mpp.
+"""An embeddings file as the evaluation reads it: which rows are usable at which mpp (and the unit rows,
+:func:`l2_normalize`, that every cosine metric compares).
 
 A row is *usable* at mpp t when its view at t exists (``valid``); it is *labelled* when its label is
 known (≥ 0). The same row is the same tissue centre at every mpp, so rows usable at several mpps
 compare those mpps on the same tiles.
+
+Label-free profiles (RankMe, the centroid matrix) take their rows from :func:`profile_rows`. mpps at
+which no tile has a view are left out (and listed with the reason). The profile is then computed on
+the *same tiles* at every remaining mpp, the tiles with a view at all of them, when there are at
+least as many as the feature width (RankMe cannot exceed the row count). Else each mpp uses its own
+tiles: for RankMe a seeded sample of equal size at every mpp (the smallest count), since RankMe grows
+with N; for the centroids all of them. The record says which.
 """
 
 from __future__ import annotations
@@ -13,8 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from magflow.embed.output import Embeddings, read_embeddings
+from magflow.evaluate.record import MetricSkipped
+
+SAME_TILES = "same tiles at every mpp"
+OWN_TILES = "each mpp's own tiles"
+
+
+def l2_normalize(x: ArrayLike) -> NDArray[np.float64]:
+    """Rows scaled to unit L2 norm, in float64 (an all-zero row stays zero)."""
+    rows = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
 
 
 def mpp_key(mpp: float) -> str:
@@ -101,3 +121,16 @@ class EvalData:
             "view_filter": attrs.get("view_filter"),
             "commit": embed_provenance.get("git") if isinstance(embed_provenance, dict) else None,
         }
+
+
+def profile_rows(data: EvalData) -> tuple[dict[float, np.ndarray], str, dict[str, str]]:
+    """(mpp → rows, which rule chose them, mpp → why it is left out) of a label-free profile."""
+    served = data.served_mpps()
+    left_out = {mpp_key(m): "no tile has a view at this mpp" for m in data.mpps if m not in served}
+    if not served:
+        raise MetricSkipped("no tile has a view at any mpp")
+    common = data.common_rows(served)
+    width = data.features(served[0]).shape[1]
+    if len(common) >= width:
+        return {m: common for m in served}, SAME_TILES, left_out
+    return {m: np.flatnonzero(data.usable(m)) for m in served}, OWN_TILES, left_out

@@ -30,9 +30,8 @@ from magflow.defaults import schema_defaults
 from magflow.errors import ConfigError
 from magflow.evaluate.mad_hierarchy import mad_hierarchy
 from magflow.evaluate.mad_tiles import MadTiles, read_mad_tiles
-from magflow.evaluate.outcome import MetricSkipped
 from magflow.evaluate.probe_names import check_probe
-from magflow.evaluate.record import plain, write_record
+from magflow.evaluate.record import MetricSkipped, plain, write_record
 
 log = logging.getLogger(__name__)
 PROTOCOL = "mad-paper"

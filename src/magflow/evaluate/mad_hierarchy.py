@@ -38,8 +38,8 @@ import numpy as np
 from magflow.aggregate.methods import magnification
 from magflow.defaults import default
 from magflow.errors import ConfigError
+from magflow.evaluate.data import l2_normalize
 from magflow.evaluate.mad_tiles import MadScale, MadTiles
-from magflow.evaluate.vectors import l2_normalize
 
 NEGATIVES_PER_PARENT = default("evaluate.mad.negatives_per_parent")
 BOOTSTRAP = default("evaluate.mad.bootstrap")

@@ -6,12 +6,12 @@ the majority pixel class of its square, and the slides' train/val/test splits).
 Table 3 (:func:`table3`), at each magnification separately (2.5×, 10×, 40× = 4.0, 1.0, 0.25 mpp):
 
 - per-class F1 of the linear classifier (``settings.probe``: ``paper-linear``, the paper's one linear
-  layer, Adam lr 1e-4, batch 64, cross-entropy, see ``magflow.evaluate.linear_probe``; or
+  layer, Adam lr 1e-4, batch 64, cross-entropy, see ``magflow.evaluate.probes``; or
   ``logistic``, the project's probe) trained on the labelled tiles of the train-split slides at that
   magnification (the val-split tiles early-stop the paper-linear probe, or choose the logistic probe's
   C, which is then refitted on train + val, as the project's probe does) and scored on
   the labelled tiles of the test-split slides at that magnification;
-- per-class F1 of kNN (k = ``settings.knn_k``, cosine, ``magflow.evaluate.knn``) with the train-split
+- per-class F1 of kNN (k = ``settings.knn_k``, cosine, ``magflow.evaluate.probes``) with the train-split
   tiles as reference, scored on the same test tiles;
 - mean ± std (ddof 1) over ``settings.runs`` runs. A run of the paper-linear probe is one training
   seed (``settings.seed + r``: the layer's initialisation and the batch order). kNN on a fixed
@@ -50,13 +50,12 @@ from sklearn.metrics import f1_score
 from magflow.aggregate.methods import magnification
 from magflow.embed.labels import read_label_mask
 from magflow.errors import ConfigError
-from magflow.evaluate.classification import STD_DDOF
 from magflow.evaluate.clustering import KMEANS_N_INIT, kmeans_scores
-from magflow.evaluate.knn import KNN_METRIC, KNN_WEIGHTS, knn_predict
-from magflow.evaluate.linear_probe import (PAPER_EPOCHS, PAPER_PATIENCE, Probe, check_probe, fit_probe,
-                                           probe_record)
 from magflow.evaluate.mad_tiles import MadScale, MadTiles
-from magflow.evaluate.outcome import MetricSkipped
+from magflow.evaluate.probe_names import check_probe
+from magflow.evaluate.probes import (KNN_METRIC, KNN_WEIGHTS, PAPER_EPOCHS, PAPER_PATIENCE, STD_DDOF, Probe, fit_probe,
+                                     knn_predict, probe_record)
+from magflow.evaluate.record import MetricSkipped
 from magflow.evaluate.segmentation import (BACKGROUND, confusion_scores, pixel_confusion, tile_coverage,
                                           tile_label_map)
 from magflow.report.palette import write_label_png

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from magflow.errors import ConfigError
 
-PROBES = ("logistic", "paper-linear")  # magflow.evaluate.linear_probe fits each
+PROBES = ("logistic", "paper-linear")  # magflow.evaluate.probes fits each
 
 
 def check_probe(probe: str, key: str = "probe") -> str:

@@ -28,16 +28,26 @@ denominator, as ``torch.cov``). The clamp comes first, then p is normalised to s
 against N changes p only through the clamp. Here in float64 (the released code runs in the
 embeddings' float32). Centring removes the mean embedding: N equal rows score about 1 by ``paper``
 but K by ``covariance`` (every eigenvalue is then at the clamp, so p is uniform).
+
+The ``rankme`` record (:func:`rankme_profile`) scores every mpp of an embeddings file on the rows of
+:func:`magflow.evaluate.data.profile_rows`, at most ``RANKME_MAX_N`` of them, an equal number per mpp.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import xlogy
+
+from magflow.evaluate.data import EvalData, mpp_key, profile_rows
+from magflow.evaluate.record import MetricResult
+
+if TYPE_CHECKING:  # settings imports this module's definitions
+    from magflow.evaluate.settings import EvalContext
 
 RANKME_EPS = 1e-7        # Garrido et al.'s ε, added to every p_k
 RANKME_MAX_N = 25_600    # rows per mpp, as in Garrido et al.
@@ -166,3 +176,21 @@ def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Row of each wanted id in ``ids`` (all present)."""
     order = np.argsort(ids, kind="stable")
     return order[np.searchsorted(ids, wanted, sorter=order)]
+
+
+def rankme_profile(data: EvalData, context: EvalContext) -> MetricResult:
+    """The ``rankme`` record: RankMe (``evaluate.rankme.definition``) at every mpp of ``data``."""
+    rows, rule, left_out = profile_rows(data)
+    n = min(len(r) for r in rows.values())
+    cap = min(n, RANKME_MAX_N)
+    definition = context.settings.rankme_definition
+    scores = {}
+    for m, r in rows.items():
+        keep = r[shared_rows(len(r), cap, RANKME_SEED)]
+        scores[mpp_key(m)] = rankme_by_definition(data.features(m, keep), definition)
+    result = {"definition": definition, "mpps": [float(m) for m in rows], "rows": rule, "left_out": left_out,
+              "n_available": {mpp_key(m): len(r) for m, r in rows.items()},
+              "rankme": {k: s.score for k, s in scores.items()}, "n": {k: s.n for k, s in scores.items()},
+              "dim": next(iter(scores.values())).dim}
+    return MetricResult(result, [RANKME_SEED], {**definition_constants(definition), "max_n": RANKME_MAX_N,
+                                                "row_seed": RANKME_SEED, "equal_n": cap})

@@ -1,4 +1,5 @@
-"""One metric record per model and metric family, ``results/eval/{model}/{metric}.json``, written atomically.
+"""One metric record per model and metric family, ``results/eval/{model}/{metric}.json``, written atomically,
+and what a metric function returns (:class:`MetricResult`) or raises when it cannot run (:class:`MetricSkipped`).
 
 Every record has the same envelope: ``metric``, ``model``, ``protocol`` (``magflow`` or ``cms``, see
 ``magflow.evaluate.settings.PROTOCOLS``), ``status`` (``ok`` or ``skipped``),
@@ -15,18 +16,34 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from magflow import provenance
 from magflow.atomic import atomic_path
-from magflow.evaluate.data import EvalData
+
+if TYPE_CHECKING:  # data.py raises MetricSkipped, so this module does not import it at run time
+    from magflow.evaluate.data import EvalData
 
 OK = "ok"
 DEFAULT_PROTOCOL = "magflow"  # the first of magflow.evaluate.settings.PROTOCOLS
 SKIPPED = "skipped"
+
+
+class MetricSkipped(Exception):
+    """A metric cannot be computed on these embeddings; the message says why and is recorded."""
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """What a metric function returns: the record's ``result``, ``seeds`` and ``constants``."""
+
+    result: Mapping[str, Any]
+    seeds: Any = field(default_factory=list)
+    constants: Mapping[str, Any] = field(default_factory=dict)
 
 
 def plain(value: Any) -> Any:

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from magflow.evaluate.data import EvalData
-from magflow.evaluate.outcome import MetricResult, MetricSkipped
+from magflow.evaluate.record import MetricResult, MetricSkipped
 from magflow.evaluate.settings import EvalContext
 
 RI_K_CANDIDATES: tuple[int, ...] = (5, 11, 21)  # croma's quickstart candidates

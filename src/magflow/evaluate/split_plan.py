@@ -12,16 +12,14 @@ deviation over repeated splits understates the spread).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from magflow.evaluate.data import EvalData
-from magflow.evaluate.knn import KNN_K
-from magflow.evaluate.outcome import MetricSkipped
+from magflow.evaluate.record import MetricSkipped
 from magflow.evaluate.settings import EvalContext
-from magflow.evaluate.splits import SlideSplit, Split, distinct_splits, split_slides, split_units
+from magflow.evaluate.splits import SlideSplit, distinct_splits, split_slides, split_units
 
 SHEET_SEED = -1
 
@@ -87,23 +85,3 @@ def plan_splits(data: EvalData, context: EvalContext) -> SplitPlan:
 def _group(group: object, slide: str) -> str:
     """The sheet's group, or the slide alone when it has none (prefixed: never merged with a named group)."""
     return f"group:{group}" if isinstance(group, str) and group else f"slide:{slide}"
-
-
-def split_problem(labels: np.ndarray, split: Split, k: int = KNN_K) -> str:
-    """Why kNN or the linear probe cannot run on one split of one mpp's rows; empty when they can."""
-    if not len(split.test) or not len(split.val):
-        return f"{len(split.val)} val and {len(split.test)} test tiles"
-    if len(np.unique(labels[split.train])) < 2:
-        return "fewer than two classes among the training tiles"
-    if len(split.train) + len(split.val) < k:
-        return f"{len(split.train) + len(split.val)} train + val tiles, fewer than kNN's k = {k}"
-    return ""
-
-
-def rows_problem(labels: np.ndarray, slides: np.ndarray, splits: Sequence[SlideSplit]) -> str:
-    """The first split on which these rows cannot be probed, as a reason; empty when every split works."""
-    for split in splits:
-        problem = split_problem(labels, split.rows(slides))
-        if problem:
-            return f"split seed {split.seed}: {problem}"
-    return ""

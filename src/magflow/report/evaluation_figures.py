@@ -18,7 +18,7 @@ import h5py
 from magflow.atomic import atomic_path
 from magflow.evaluate.data import EvalData
 from magflow.evaluate.record import read_record
-from magflow.evaluate.evaluate import METRICS
+from magflow.evaluate.registry import METRIC_NAMES
 from magflow.evaluate.settings import EvalSettings
 from magflow.report.figures import plot_centroids, plot_cross_mpp, plot_probe_curves, plot_rankme_profile
 from magflow.report.html import page
@@ -48,9 +48,9 @@ def model_sampler(embeddings: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def read_records(eval_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The metric records present in ``eval_dir``, in the order of ``METRICS``."""
+    """The metric records present in ``eval_dir``, in the order of ``METRIC_NAMES``."""
     folder = Path(eval_dir)
-    return {m: read_record(folder / f"{m}.json") for m in METRICS if (folder / f"{m}.json").is_file()}
+    return {m: read_record(folder / f"{m}.json") for m in METRIC_NAMES if (folder / f"{m}.json").is_file()}
 
 
 def write_model_report(eval_dir: str | os.PathLike[str], embeddings: str | os.PathLike[str],
@@ -62,7 +62,7 @@ def write_model_report(eval_dir: str | os.PathLike[str], embeddings: str | os.Pa
     if not isinstance(settings, EvalSettings):
         settings = EvalSettings.from_config(settings)
     records = read_records(eval_dir)
-    missing = [m for m in METRICS if m not in records]
+    missing = [m for m in METRIC_NAMES if m not in records]
     if missing:
         raise FileNotFoundError(f"{eval_dir}: no record for {', '.join(missing)}; run the evaluation first")
     out = Path(out_dir)

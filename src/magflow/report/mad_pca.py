@@ -19,9 +19,9 @@ import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
 from magflow.aggregate.methods import magnification  # noqa: E402
+from magflow.evaluate.data import l2_normalize  # noqa: E402
 from magflow.evaluate.mad_hierarchy import adjacent_pairs, aligned_children  # noqa: E402
 from magflow.evaluate.mad_tiles import MadTiles  # noqa: E402
-from magflow.evaluate.vectors import l2_normalize  # noqa: E402
 from magflow.report.figures import save  # noqa: E402
 
 MARKERS = "osD^vP*Xph"

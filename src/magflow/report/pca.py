@@ -16,10 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
-from magflow.evaluate.data import EvalData  # noqa: E402
-from magflow.evaluate.vectors import l2_normalize  # noqa: E402
-from magflow.evaluate.outcome import MetricSkipped  # noqa: E402
-from magflow.evaluate.run_hierarchy import hierarchy_pairs  # noqa: E402
+from magflow.evaluate.consistency import hierarchy_pairs  # noqa: E402
+from magflow.evaluate.data import EvalData, l2_normalize  # noqa: E402
+from magflow.evaluate.record import MetricSkipped  # noqa: E402
 from magflow.report.figures import save, skipped_figure  # noqa: E402
 
 MARKERS = "osD^vP*Xph<>"
