@@ -34,7 +34,7 @@ include: "workflow/rules/report.smk"
 wildcard_constraints:
     slide_id="|".join(map(re.escape, SLIDE_IDS)),
     tileset="|".join(map(re.escape, TILESETS)) or "[A-Za-z0-9_-]+",
-    run="|".join(map(re.escape, RUN_SPACE.instance_patterns)),
+    run="|".join(map(re.escape, RUNS)),
     model="|".join(map(re.escape, MODEL_NAMES)),
     mixer="|".join(map(re.escape, MIXER_RUNS)) or "[^/]+",
     method="|".join(map(re.escape, SLIDE_METHODS)) or "[^/]+",

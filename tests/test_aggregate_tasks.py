@@ -217,3 +217,20 @@ def test_a_pretrained_cmem_mixer_and_a_one_scale_random_mixer_write_records_nami
                              sheet_splits=splits, mixer_train=tiny)["label"]
     assert record["method"] == "Random 10× (cls)" and record["mixer"]["scales"] == [1.0]
     assert record["pretraining_loss"] == "none (random init)" and record["status"] == "ok"
+
+
+def test_auto_splits_are_seeded_when_the_slides_allow_it_else_the_sheets(region_files, tmp_path):
+    ids = [f"s{i}" for i in range(8)]
+    labels = {"label": {s: str(i % 2) for i, s in enumerate(ids)}}
+    sheet = dict(zip(ids, ["train", "train", "train", "train", "test", "test", "test", "test"]))
+    method = SlideMethod("tiles.all", "ABMIL all×", "tiles", "tiles", scales=(2.0, 1.0, 0.5))
+    mil = {"lr": 1e-2, "epochs": 1, "freeze_epochs": 0, "seeds": [0], "select": "last", "test_fraction": 0.25,
+           "val_fraction": 0.25}  # 4 slides a class: 4 folds
+    seeded = run_abmil_tasks(method, region_files, labels, {"label": tmp_path / "all.json"}, mil=mil,
+                             sheet_splits=sheet, split_mode="auto")["label"]
+    assert seeded["splits"]["source"] == "seeded"
+    assert seeded["split_choice"] == {"setting": "auto", "mode": "seeded", "note": ""}
+    few = run_abmil_tasks(method, region_files[:3], labels, {"label": tmp_path / "few.json"}, mil=mil,
+                          sheet_splits=sheet, split_mode="auto")["label"]  # 3 slides: no seeded 60/20/20 split
+    assert few["status"] == "ok" and few["splits"]["source"] == "sheet"
+    assert few["split_choice"]["mode"] == "sheet" and "seeded splits impossible" in few["split_choice"]["note"]

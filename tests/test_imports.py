@@ -11,7 +11,7 @@ WORKFLOW_IMPORTS = ["magflow.aggregate.methods", "magflow.aggregate.settings", "
                     "magflow.evaluate.settings", "magflow.preemption", "magflow.pretrain.mad_config",
                     "magflow.pretrain.runs", "magflow.pretrain.train_config", "magflow.report.names",
                     "magflow.sampling.sweep", "magflow.sheet", "magflow.sheet_lines", "magflow.phantom.phantom",
-                    "magflow.writable"]
+                    "magflow.plan", "magflow.plan.slides", "magflow.writable"]
 
 
 def imported_after(modules: list[str]) -> set[str]:

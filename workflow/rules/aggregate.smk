@@ -50,9 +50,10 @@ rule abmil:
         records=expand("results/abmil/{{model}}/{{method}}/{task}.json", task=AGG_TASKS),
     params:
         method=lambda wildcards: SLIDE_METHODS[wildcards.method],
-        tasks={task: task_labels(task) for task in AGG_TASKS},
+        tasks={task: PLAN.slides.column(task) for task in AGG_TASKS},
         groups=EVAL_CONTEXT["groups"],
-        sheet_splits=abmil_sheet_splits(),
+        sheet_splits=EVAL_CONTEXT["sheet_splits"],
+        split_mode=EVALUATE["splits"],
         mil=AGGREGATE["abmil"],
         mixer_train=AGGREGATE["pretrain"],
     resources:

@@ -10,7 +10,7 @@ rule embed:
         embeddings="results/embeddings/{model}/{tileset}.h5",
     params:
         model=embed_model,
-        labels={slide_id: slide_labels(slide_id) for slide_id in SLIDE_IDS},
+        labels=PLAN.slides.label_sources(),
         settings=EMBED,
     threads: max(1, EMBED["workers"])
     resources:

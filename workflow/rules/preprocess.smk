@@ -111,7 +111,7 @@ rule tile_manifest:
             labels={"tile set": "{tileset}"},
         ),
     params:
-        splits=lambda wildcards: dict(zip(SLIDES["slide_id"], SLIDES["split"])),
+        splits=lambda wildcards: PLAN.slides.splits(),
     resources:
         **rule_resources("tile_manifest"),
     log:

@@ -1,11 +1,11 @@
 # Magnification sampling: one job per row of the sweep TSV (kernel x strategy x lam x mpp),
-# and one comparison figure per kernel. The sweep (SAMPLER_SPACE) is read in common.smk.
+# and one comparison figure per kernel. The sweep (SAMPLERS) is planned by magflow.plan.
 
 rule optimize_sampler:
     output:
         json="results/samplers/{name}.json",
     params:
-        sampler=lambda wc: sampler_config(SAMPLER_SPACE.instance(wc), SAMPLER_SETTINGS),
+        sampler=lambda wc: SAMPLERS[wc.name].config,
     resources:
         **rule_resources("optimize_sampler"),
     log:

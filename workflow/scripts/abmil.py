@@ -14,6 +14,7 @@ run_abmil_tasks(
     mil=snakemake.params.mil,
     groups=snakemake.params.groups,
     sheet_splits=snakemake.params.sheet_splits,
+    split_mode=snakemake.params.split_mode,
     mixer_dir=str(Path(snakemake.input.mixer).parent) if method.kind == "mixer" else None,
     mixer_train=snakemake.params.mixer_train,
     run_config=snakemake.config,

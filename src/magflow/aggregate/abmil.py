@@ -5,7 +5,10 @@ slide labels (strings; sorted to class indices), and slides without a value are 
 only. One job computes every task of its method, so the region files are read and the method's
 settings resolved once; each task gets its own record (``results/abmil/{model}/{method}/{task}.json``).
 
-The slides are the region files of one encoder; their groups and splits come from the slide sheet.
+The slides are the region files of one encoder; their groups and the sheet's split come from the slide
+sheet. Splits follow ``evaluate.splits`` as the tile metrics do (:func:`magflow.evaluate.splits.choose_splits`):
+``seeded``, ``sheet``, or ``auto``: seeded when a task's slides allow it, else the sheet's split column; each
+record's ``split_choice`` says which, and why.
 Each seed builds a fresh model: a pretrained mixing encoder loaded again (training fine-tunes it in
 place), a random one drawn from the seed (on one magnification's tokens, or all), or none for the tile
 baselines. Every record names the method's kind and mode, its mixer and the mixer's pretraining loss,
@@ -24,7 +27,7 @@ from typing import Any
 import h5py
 import torch
 
-from magflow.aggregate.bags import load_slides
+from magflow.aggregate.bags import SlideSet, load_slides
 from magflow.aggregate.methods import SlideMethod
 from magflow.aggregate.mixer import MixingEncoder
 from magflow.aggregate.pretrain_mixer import CARD, MixerTrainConfig, load_mixer, mixer_loss_variant
@@ -32,6 +35,7 @@ from magflow.aggregate.slide_eval import MILConfig
 from magflow.aggregate.slide_model import SlideModel, build_slide_model
 from magflow.aggregate.slide_record import run_abmil, skip_abmil
 from magflow.errors import ConfigError
+from magflow.evaluate.splits import SlideSplit, choose_splits, seeded_splits
 
 log = logging.getLogger(__name__)
 TASK = "label"  # the default task: the slide sheet's label column
@@ -57,6 +61,28 @@ def class_labels(labels: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
     return {s: index[v] for s, v in given.items()}, names
 
 
+def task_splits(slides: SlideSet, config: MILConfig, setting: str,
+                sheet_splits: Mapping[str, str] | None) -> tuple[Mapping[str, str] | None, dict[str, str]]:
+    """``evaluate.splits`` on one task's slides: the sheet's splits to use (None: seeded splits) and the record's
+    account of the choice. Under ``auto`` the sheet's split stands in only where it has a training slide; where
+    neither works, the seeded splits' error skips the task."""
+
+    def seeded() -> list[SlideSplit]:
+        return seeded_splits(slides.labels, slides.ids, slides.groups, config.seeds,
+                             test_fraction=config.test_fraction, val_fraction=config.val_fraction)
+
+    try:
+        choice = choose_splits(setting, seeded)
+    except ValueError:  # `seeded`, and the slides cannot be split: run_abmil records the task as skipped
+        return None, {"setting": setting, "mode": "seeded", "note": ""}
+    if choice.mode == "sheet" and setting == "auto" and not any(
+            (sheet_splits or {}).get(s) == "train" for s in slides.ids):
+        return None, {"setting": setting, "mode": "seeded",
+                      "note": f"{choice.note}, but it has no training slide in this task"}
+    return (sheet_splits if choice.mode == "sheet" else None), {"setting": setting, "mode": choice.mode,
+                                                               "note": choice.note}
+
+
 def mixer_description(method: SlideMethod, mixer_dir: str | os.PathLike[str] | None,
                       mixer_train: Mapping[str, Any] | None, mpps: Sequence[float]) -> dict[str, Any]:
     """What a record says of the method's mixer: kind, scales seen, objective and pretraining loss."""
@@ -79,11 +105,16 @@ def mixer_description(method: SlideMethod, mixer_dir: str | os.PathLike[str] | N
 def run_abmil_tasks(method: SlideMethod, region_files: Sequence[str | os.PathLike[str]],
                     tasks: Mapping[str, Mapping[str, Any]], outs: Mapping[str, str | os.PathLike[str]], *,
                     mil: Mapping[str, Any], groups: Mapping[str, str | None] | None = None,
-                    sheet_splits: Mapping[str, str] | None = None, mixer_dir: str | os.PathLike[str] | None = None,
-                    mixer_train: Mapping[str, Any] | None = None, run_config: Mapping[str, Any] | None = None,
+                    sheet_splits: Mapping[str, str] | None = None, split_mode: str | None = None,
+                    mixer_dir: str | os.PathLike[str] | None = None, mixer_train: Mapping[str, Any] | None = None,
+                    run_config: Mapping[str, Any] | None = None,
                     device: str | torch.device = "cpu") -> dict[str, dict[str, Any]]:
-    """Evaluate ``method`` on each task (sheet column → {slide: label}); write each task's record to ``outs[task]``."""
+    """Evaluate ``method`` on each task (sheet column → {slide: label}); write each task's record to ``outs[task]``.
+
+    ``split_mode`` is ``evaluate.splits`` (auto, seeded or sheet) over ``sheet_splits``, the sheet's split
+    column (default ``sheet``); without ``sheet_splits``, seeded splits."""
     config = MILConfig.from_dict(dict(mil))
+    setting = (split_mode or "sheet") if sheet_splits else "seeded"
     if not tasks:
         raise ConfigError("aggregate.tasks is empty; name at least one slide sheet column (e.g. [label])")
     missing_out = [t for t in tasks if t not in outs]
@@ -125,18 +156,20 @@ def run_abmil_tasks(method: SlideMethod, region_files: Sequence[str | os.PathLik
         unlabelled = sorted(set(ids.values()) - set(task_labels))
         left_out.update({s: f"no value in the sheet's `{task}` column" for s in unlabelled})
         log.info("abmil %s, task %s: %d slides, classes %s", method.label, task, len(slides), class_names)
+        splits, split_choice = task_splits(slides, config, setting, sheet_splits)
         extra = {"method_id": method.id, "kind": method.kind, "mode": method.mode, "mixer": mixer,
-                 "pretraining_loss": mixer["pretraining_loss"], "tasks": list(tasks), "classes": class_names}
+                 "pretraining_loss": mixer["pretraining_loss"], "tasks": list(tasks), "classes": class_names,
+                 "split_choice": split_choice}
         if len(class_names) < 2:
             reason = (f"task {task!r} has one class ({class_names}) among its slides; AB-MIL needs two: give the "
                       f"sheet's `{task}` column slides of another class")
             records[task] = skip_abmil(method.label, task, slides, config, outs[task], reason, n_classes=1,
-                                       sheet_splits=sheet_splits, left_out=left_out, run_config=run_config,
+                                       sheet_splits=splits, left_out=left_out, run_config=run_config,
                                        extra=extra)
             log.warning("abmil %s, task %s: skipped: %s", method.label, task, reason)
             continue
         records[task] = run_abmil(method.label, task, slides, lambda n=len(class_names): build(n), config,
-                                  outs[task], n_classes=len(class_names), sheet_splits=sheet_splits,
+                                  outs[task], n_classes=len(class_names), sheet_splits=splits,
                                   left_out=left_out, run_config=run_config, extra=extra, device=device)
         log.info("abmil %s, task %s: AUROC %s", method.label, task, records[task]["auroc"])
     return records

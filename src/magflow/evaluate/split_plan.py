@@ -19,7 +19,7 @@ import numpy as np
 from magflow.evaluate.data import EvalData
 from magflow.evaluate.record import MetricSkipped
 from magflow.evaluate.settings import EvalContext
-from magflow.evaluate.splits import SlideSplit, distinct_splits, split_slides, split_units
+from magflow.evaluate.splits import SlideSplit, choose_splits, distinct_splits, split_slides, split_units
 
 SHEET_SEED = -1
 
@@ -58,21 +58,19 @@ def plan_splits(data: EvalData, context: EvalContext) -> SplitPlan:
     slides, labels = data.slides[labelled], data.labels[labelled]
     groups = np.array([_group(context.groups.get(s), s) for s in slides], dtype=object).astype(str)
     n_units = len(np.unique(split_units(slides, groups)))
-    if settings.splits != "sheet":
-        try:
-            splits = [split_slides(labels, slides, groups, seed, settings.test_fraction, settings.val_fraction)
-                      for seed in settings.seeds]
-            distinct = distinct_splits(splits)
-            note = "" if distinct == len(splits) else (
-                f"cohort too small: {n_units} slide/group units give only {distinct} distinct splits for "
-                f"{len(splits)} seeds; repeated splits are not independent (the std understates the spread)")
-            return SplitPlan(splits, "seeded", note, n_units)
-        except ValueError as error:
-            if settings.splits == "seeded":
-                raise MetricSkipped(f"seeded slide splits are impossible: {error}") from None
-            note = f"seeded splits impossible ({error}); the sheet's split column is used"
-    else:
-        note = ""
+    try:
+        choice = choose_splits(settings.splits, lambda: [
+            split_slides(labels, slides, groups, seed, settings.test_fraction, settings.val_fraction)
+            for seed in settings.seeds])
+    except ValueError as error:
+        raise MetricSkipped(f"seeded slide splits are impossible: {error}") from None
+    if choice.mode == "seeded":
+        distinct = distinct_splits(choice.seeded)
+        note = "" if distinct == len(choice.seeded) else (
+            f"cohort too small: {n_units} slide/group units give only {distinct} distinct splits for "
+            f"{len(choice.seeded)} seeds; repeated splits are not independent (the std understates the spread)")
+        return SplitPlan(choice.seeded, "seeded", note, n_units)
+    note = choice.note
     parts = {name: frozenset(s for s in np.unique(slides) if context.sheet_splits.get(s) == name)
              for name in ("train", "val", "test")}
     empty = [name for name, part in parts.items() if not part]

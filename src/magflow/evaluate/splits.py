@@ -20,7 +20,7 @@ all mpps pooled, then take each mpp's rows with :meth:`SlideSplit.rows`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +104,34 @@ def seeded_splits(labels: ArrayLike, slides: ArrayLike, groups: ArrayLike | None
                   seeds: Sequence[int] = SEEDS, **fractions: float) -> list[SlideSplit]:
     """One :func:`split_slides` per seed."""
     return [split_slides(labels, slides, groups, seed, **fractions) for seed in seeds]
+
+
+SPLIT_MODES = ("auto", "seeded", "sheet")  # evaluate.splits
+
+
+@dataclass(frozen=True)
+class SplitChoice:
+    """What ``evaluate.splits`` gives one set of slides: seeded splits, or the sheet's split column."""
+
+    mode: str                   # "seeded" or "sheet"
+    seeded: list[SlideSplit]    # the seeded splits; empty for the sheet's
+    note: str = ""              # why `auto` fell back to the sheet's split
+
+
+def choose_splits(setting: str, seeded: Callable[[], list[SlideSplit]]) -> SplitChoice:
+    """``evaluate.splits``, one meaning for every evaluation: ``sheet`` the sheet's split column; ``seeded`` the
+    splits ``seeded()`` makes (its ValueError, when the slides cannot be split, is raised); ``auto`` the seeded
+    splits when the slides allow them, else the sheet's split column, with the reason."""
+    if setting not in SPLIT_MODES:
+        raise ValueError(f"evaluate.splits: {setting!r} must be one of {', '.join(SPLIT_MODES)}")
+    if setting == "sheet":
+        return SplitChoice("sheet", [])
+    try:
+        return SplitChoice("seeded", seeded())
+    except ValueError as error:
+        if setting == "seeded":
+            raise
+        return SplitChoice("sheet", [], f"seeded splits impossible ({error}); the sheet's split column is used")
 
 
 def distinct_splits(splits: Sequence[SlideSplit]) -> int:
