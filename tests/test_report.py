@@ -2,6 +2,8 @@
 
 import base64
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,10 +11,13 @@ import pytest
 from eval_fixtures import make_embeddings, sheet, write_masks
 from magflow.evaluate.evaluate import evaluate_metric
 from magflow.evaluate.registry import METRIC_NAMES
+from magflow.pages import escape
 from magflow.report.build import build_report
 from magflow.report.figures import rescale
 from magflow.report.report_index import write_index
 from magflow.report.evaluation_figures import FIGURES, TABLES, model_sampler
+from magflow.report.names import LABELS, TABLE_FILES
+from magflow.tsv import read_tsv, write_tsv
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SAMPLER = {"strategy": "cu_minmax", "grid": [0.25, 1.0, 2.0], "I": [0.5, 0.9, 0.6]}
@@ -91,3 +96,51 @@ def test_the_index_refuses_a_model_that_was_not_evaluated(project, tmp_path):
     with pytest.raises(FileNotFoundError, match="no metric record for ghost"):
         write_index(tmp_path / "index.html", ["ghost"], root / "report" / "rankme_profiles.png",
                     eval_root=root / "eval", figure_root=root / "report")
+
+
+def test_each_models_tables_are_tsvs_that_its_page_shows(project):
+    root, _ = project
+    for model in MODELS:
+        folder = root / "report" / model
+        tables = (folder / TABLES).read_text()
+        status = read_tsv(folder / TABLE_FILES["status"])
+        assert [row["metric"] for row in status] == list(METRIC_NAMES)
+        for key, name in TABLE_FILES.items():
+            for row in read_tsv(folder / name):
+                assert all(f"<td>{escape(value)}</td>" in tables for value in row.values()), key
+    scores = read_tsv(root / "report" / "run_a" / TABLE_FILES["scores"])
+    assert len(scores) > 1 and all(row["RankMe"] for row in scores)
+
+
+def test_the_index_shows_the_tables_the_figure_step_wrote(project, tmp_path):
+    """The index reads each model's TSVs: what the tables step wrote is what the index shows."""
+    root, _ = project
+    figures = tmp_path / "report"
+    shutil.copytree(root / "report", figures)
+    status = figures / "run_a" / TABLE_FILES["status"]
+    rows = read_tsv(status)
+    rows[0]["reason"] = "written-by-the-table-step"
+    write_tsv(status, rows)
+    (figures / "baseline_b" / TABLE_FILES["scores"]).unlink()
+    page = write_index(tmp_path / "index.html", MODELS, figures / "rankme_profiles.png", eval_root=root / "eval",
+                       figure_root=figures).read_text()
+    assert "written-by-the-table-step" in page
+    assert page.count("<p>missing</p>") == 1  # the one table removed
+
+
+def test_the_model_card_comes_from_the_embeddings_given(project, tmp_path):
+    root, _ = project
+    args = (MODELS, root / "report" / "rankme_profiles.png")
+    seeds = re.compile(r"<td>run_a</td><td>(\d*)</td><td>\d")  # the seeds table: model, training seed, metric seeds
+    given = write_index(tmp_path / "a.html", *args, eval_root=root / "eval", figure_root=root / "report",
+                        embeddings={"run_a": root / "embeddings" / "run_a" / "eval.h5"}).read_text()
+    assert seeds.findall(given) == ["7"] and "<td>abc</td>" in given  # the card's seed and commit
+    left_out = write_index(tmp_path / "b.html", *args, eval_root=root / "eval", figure_root=root / "report").read_text()
+    assert seeds.findall(left_out) == [""]
+
+
+def test_every_file_of_a_models_report_has_a_label_and_a_caption():
+    """The workflow builds the report entries of evaluation_figures from these names: eval_<key>.rst each."""
+    captions = Path(__file__).resolve().parents[1] / "workflow" / "report"
+    assert set(LABELS) == {*FIGURES, "tables"}
+    assert all((captions / f"eval_{key}.rst").is_file() for key in LABELS)

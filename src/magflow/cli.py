@@ -362,7 +362,8 @@ def _report_index(args: argparse.Namespace) -> int:
     config = yaml.safe_load(Path(args.config).read_text()) if args.config else None
     index = write_index(args.out, args.models, args.comparison, eval_root=args.eval_root, figure_root=args.figure_root,
                         config=config, manifests=args.manifests, slide_table=args.slide_table,
-                        slide_level=args.slide_level, mad=args.mad)
+                        slide_level=args.slide_level, mad=args.mad,
+                        embeddings=_pairs(args.embeddings, "--embeddings"))
     print(f"wrote {index}")
     return 0
 
@@ -640,6 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slide-table", help="the slide QC table, results/qc/slides.tsv")
     p.add_argument("--slide-level", help="the abmil-table TSV, when region aggregation ran")
     p.add_argument("--mad", help="the mad-report Table 4 TSV, when the MAD evaluation ran")
+    p.add_argument("--embeddings", nargs="*", default=[], metavar="MODEL=PATH",
+                   help="each model's embeddings file, whose model card gives its training seed and commit")
     p.set_defaults(handler=_report_index)
 
     p = steps.add_parser("report", help="the three report steps in one go (evaluation-figures of each model, rankme-comparison, report-index)")

@@ -1,5 +1,6 @@
 # Reports: each model's figures and tables from its metric records, the RankMe comparison across models, and
-# the self-contained index page (results/report/index.html) that gathers every stage's tables.
+# the self-contained index page (results/report/index.html) that gathers every stage's figures and tables.
+from magflow.report.names import LABELS, TABLE_FILES
 
 
 rule evaluation_figures:
@@ -9,55 +10,19 @@ rule evaluation_figures:
         maps="results/eval/{model}/segmentation",
         embeddings=eval_embeddings,
     output:
-        rankme=report(
-            "results/report/{model}/rankme_profile.png",
-            caption="../report/eval_rankme.rst",
-            category="4. Evaluation",
-            subcategory="{model}",
-            labels={"model": "{model}", "figure": "RankMe profile"},
-        ),
-        probes=report(
-            "results/report/{model}/probe_curves.png",
-            caption="../report/eval_probes.rst",
-            category="4. Evaluation",
-            subcategory="{model}",
-            labels={"model": "{model}", "figure": "probe curves"},
-        ),
-        cross_mpp=report(
-            "results/report/{model}/cross_mpp.png",
-            caption="../report/eval_cross_mpp.rst",
-            category="4. Evaluation",
-            subcategory="{model}",
-            labels={"model": "{model}", "figure": "cross-mpp matrix"},
-        ),
-        centroids=report(
-            "results/report/{model}/centroids.png",
-            caption="../report/eval_centroids.rst",
-            category="4. Evaluation",
-            subcategory="{model}",
-            labels={"model": "{model}", "figure": "centroid similarity"},
-        ),
-        pca=report(
-            "results/report/{model}/hierarchy_pca.png",
-            caption="../report/eval_pca.rst",
-            category="4. Evaluation",
-            subcategory="{model}",
-            labels={"model": "{model}", "figure": "PCA parents and children"},
-        ),
-        segmentation=report(
-            "results/report/{model}/segmentation_examples.png",
-            caption="../report/eval_segmentation.rst",
-            category="4. Evaluation",
-            subcategory="{model}",
-            labels={"model": "{model}", "figure": "segmentation examples"},
-        ),
-        tables=report(
-            "results/report/{model}/tables.html",
-            caption="../report/eval_tables.rst",
-            category="4. Evaluation",
-            subcategory="{model}",
-            labels={"model": "{model}", "figure": "tables"},
-        ),
+        # every figure and the tables page in the Snakemake report, with its caption eval_<key>.rst
+        **{
+            key: report(
+                f"results/report/{{model}}/{name}",
+                caption=f"../report/eval_{key}.rst",
+                category="4. Evaluation",
+                subcategory="{model}",
+                labels={"model": "{model}", "figure": LABELS[key]},
+            )
+            for key, name in {**FIGURES, "tables": TABLES}.items()
+        },
+        # the tables as TSVs, which index.html shows
+        **{key: f"results/report/{{model}}/{name}" for key, name in TABLE_FILES.items()},
     params:
         eval_dir=lambda wildcards: f"results/eval/{wildcards.model}",
         control_dir=control_eval_dir,
@@ -96,7 +61,9 @@ rule rankme_comparison:
 rule report_index:
     input:
         figures=evaluation_figure_files(),
+        tables=expand("results/report/{model}/{name}", model=EMBED_MODELS, name=list(TABLE_FILES.values())),
         records=evaluation_records(),
+        embeddings=expand("results/embeddings/{model}/{tileset}.h5", model=EMBED_MODELS, tileset=EMBED["tileset"]),
         comparison="results/report/rankme_profiles.png",
         manifest=f"results/tiles/{EMBED['tileset']}/manifest.tsv",
         slides="results/qc/slides.tsv",

@@ -12,4 +12,5 @@ write_index(
     slide_level=snakemake.input.get("slide_level"),
     mad=snakemake.input.get("mad"),
     benchmarks=snakemake.params.benchmarks,
+    embeddings=dict(zip(snakemake.params.models, snakemake.input.embeddings)),
 )

@@ -9,15 +9,14 @@ skipped record, an undefined seed) is listed in a second table below.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from magflow.atomic import atomic_path
-from magflow.report.html import page, table
-from magflow.report.tables import mean_std
+from magflow.pages import mean_std, page, table
+from magflow.tsv import write_tsv
 
 NOT_COMPUTED = "n/a"
 AVERAGE = "Average"
@@ -80,10 +79,7 @@ def write_auroc_table(records: Sequence[Mapping[str, Any]], tsv_path: str | os.P
                       title: str = "Slide-level AUROC (AB-MIL)") -> list[dict[str, str]]:
     """Write the table as TSV and as a small HTML page (with the reasons); return its rows."""
     rows = auroc_rows(records)
-    with atomic_path(tsv_path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["method"], delimiter="\t")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_tsv(tsv_path, rows, None if rows else ["method"])
     intro = ("<p>AUROC on held-out slides, mean ± std over seeds; rows are methods and settings, columns "
              "are tasks (slide sheet columns, <code>aggregate.tasks</code>); Average is the mean over tasks.</p>")
     notes = table(reason_rows(records), "Notes: cells not computed, seeds without an AUROC, classes left out",

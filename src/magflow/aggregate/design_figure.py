@@ -75,7 +75,7 @@ def write_design_figure(records: Sequence[str | os.PathLike[str]] | Sequence[Map
                         path: str | os.PathLike[str]) -> dict[str, dict[str, list[float]]]:
     """Draw the summary of ``records`` (paths or loaded records) to ``path`` (PNG); return the summary."""
     from magflow.aggregate.slide_record import read_record
-    from magflow.report.figures import plt, save
+    from magflow.plotting import plt, save
 
     loaded = [r if isinstance(r, Mapping) else read_record(r) for r in records]
     summary = design_summary(loaded)

@@ -12,7 +12,7 @@ Reads what mad_embed wrote (:func:`magflow.evaluate.mad_tiles.read_mad_tiles`: e
 
 A section that the cohort cannot give (no test slide with labels, one class, ...) is recorded as
 ``{"status": "skipped", "reason": ...}`` and the others are still written. Fig 3 of the paper, the PCA
-of parents and their 16 children, is drawn by :func:`magflow.report.mad_pca.plot_mad_pca`.
+of parents and their 16 children, is drawn by :func:`magflow.evaluate.mad_pca.plot_mad_pca`.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def evaluate_mad(tiles_path: str | os.PathLike[str], out: str | os.PathLike[str]
               "provenance": provenance.collect(config=config, seeds={"mad": settings.seed}, precision="float64")}
     write_record(out, plain(record))
     if pca is not None:
-        from magflow.report.mad_pca import plot_mad_pca
+        from magflow.evaluate.mad_pca import plot_mad_pca
 
         plot_mad_pca(tiles, pca, parents=settings.pca_parents, seed=settings.seed)
     for name, section in (("Table 4", hierarchy), ("Table 3", t3), ("Table 5", t5)):

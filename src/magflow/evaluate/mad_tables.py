@@ -58,7 +58,7 @@ from magflow.evaluate.probes import (KNN_METRIC, KNN_WEIGHTS, PAPER_EPOCHS, PAPE
 from magflow.evaluate.record import MetricSkipped
 from magflow.evaluate.segmentation import (BACKGROUND, confusion_scores, pixel_confusion, tile_coverage,
                                           tile_label_map)
-from magflow.report.palette import write_label_png
+from magflow.palette import write_label_png
 
 CONSISTENCY = "100 · mIoU(finest magnification) / mIoU(training magnification): 40× / 10× in the paper"
 

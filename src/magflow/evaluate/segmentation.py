@@ -41,7 +41,7 @@ from magflow.evaluate.data import EvalData, mpp_key
 from magflow.evaluate.probes import PROBE_CONSTANTS, fit_probe_on_split, split_problem
 from magflow.evaluate.record import MetricResult, MetricSkipped
 from magflow.evaluate.split_plan import plan_splits
-from magflow.report.palette import write_label_png
+from magflow.palette import write_label_png
 
 if TYPE_CHECKING:
     from magflow.evaluate.settings import EvalContext

@@ -8,7 +8,6 @@ tissue); ``kept`` is how many tiles the store holds (fewer than ``available`` un
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,8 @@ from typing import Any
 import h5py
 
 from magflow.atomic import atomic_path
-from magflow.report.html import page, table
+from magflow.pages import page, table
+from magflow.tsv import write_tsv
 
 
 def selection(attrs: Mapping[str, Any], finest_mpp: float) -> str:
@@ -55,10 +55,7 @@ def write_manifest(store_paths: Sequence[str | os.PathLike[str]], splits: Mappin
     rows = manifest_rows(store_paths, splits)
     fields = ["slide_id", "split", "target_mpp", "achieved_mpp", "available", "kept", "selection", "mpp_source",
               "slide_mpp", "note"]
-    with atomic_path(tsv_path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, delimiter="\t")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_tsv(tsv_path, rows, fields)
     kept = sum(r["kept"] for r in rows)
     intro = (f"<p>Tile set <b>{tileset}</b>: {len(store_paths)} slides, {kept} tiles kept. Scales a slide cannot "
              "serve without upsampling are listed as skipped; highlighted rows carry a note.</p>")

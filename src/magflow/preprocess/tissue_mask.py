@@ -16,7 +16,7 @@ from typing import Any
 from magflow import provenance
 from magflow.preprocess.mask_store import write_mask
 from magflow.preprocess.tissue import TissueMask, TissueParams, brightfield_problems, slide_tissue_mask
-from magflow.report.tissue_qc import plot_tissue_qc
+from magflow.preprocess.tissue_qc import plot_tissue_qc
 from magflow.slides.reader import DEFAULT_MAX_PLAIN_MEGAPIXELS, DEFAULT_TOLERANCE, Slide
 
 log = logging.getLogger(__name__)

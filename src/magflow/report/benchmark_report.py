@@ -13,7 +13,6 @@ and the k and C chosen on dev in each fold.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,9 +24,10 @@ from magflow.atomic import atomic_path
 from magflow.benchmark.record import read_record
 from magflow.embed.control import control_of
 from magflow.errors import ConfigError
-from magflow.report.figures import CONTROL_LABEL, CONTROL_STYLE, plt, save
-from magflow.report.html import page, table
-from magflow.report.tables import fmt
+from magflow.pages import fmt, page, table
+from magflow.plotting import plt, save
+from magflow.report.figures import CONTROL_LABEL, CONTROL_STYLE
+from magflow.tsv import write_tsv
 
 PROBES = {"knn": "kNN (cosine, k chosen on dev)", "linear": "linear probe (C chosen on dev)"}
 SCORE = "balanced_accuracy"
@@ -182,10 +182,7 @@ def write_benchmark_report(paths: Sequence[str | os.PathLike[str]], figure: str 
     plot_benchmark(records, figure, benchmark)
     rows = table_rows(records)
     name = benchmark or next(iter(records.values()))["benchmark"]
-    with atomic_path(tsv_out) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_tsv(tsv_out, rows)
     with atomic_path(html_out) as tmp:
         tmp.write_text(page(f"magflow - benchmark {name}", table(rows, table_caption(name))))
     return rows

@@ -34,4 +34,4 @@ def build_report(models: Sequence[str], embeddings: Mapping[str, str | os.PathLi
     plot_rankme_comparison_files([Path(eval_root) / m / "rankme.json" for m in models]
                                  + [p for p in controls if p.is_file()], out / COMPARISON)
     return write_index(out / INDEX, models, out / COMPARISON, eval_root=eval_root, figure_root=out, config=config,
-                       manifests=manifests, slide_table=slide_table)
+                       manifests=manifests, slide_table=slide_table, embeddings=embeddings)

@@ -1,6 +1,7 @@
 """One model's figures and tables, from its metric records (``results/eval/{model}/``) and embeddings.
 
-``write_model_report`` writes into ``out_dir``: the PNGs of :data:`FIGURES` and ``tables.html``. A run's
+``write_model_report`` writes into ``out_dir``: the PNGs of :data:`FIGURES`, the tables as TSVs
+(:data:`TABLE_FILES`, what ``index.html`` shows) and as one page, ``tables.html``. A run's
 RankMe profile and probe curves also draw its control's records (``control_dir``, the records of
 ``{run}~init``: the same network at initialisation), when it was evaluated.
 """
@@ -20,12 +21,13 @@ from magflow.evaluate.data import EvalData
 from magflow.evaluate.record import read_record
 from magflow.evaluate.registry import METRIC_NAMES
 from magflow.evaluate.settings import EvalSettings
+from magflow.pages import page
 from magflow.report.figures import plot_centroids, plot_cross_mpp, plot_probe_curves, plot_rankme_profile
-from magflow.report.html import page
-from magflow.report.names import FIGURES, TABLES
+from magflow.report.names import FIGURES, TABLE_FILES, TABLES
 from magflow.report.pca import plot_hierarchy_pca
 from magflow.report.segmentation_figure import plot_segmentation_examples
-from magflow.report.tables import consistency_table, robustness_table, scores_table, skipped_table
+from magflow.report.tables import model_table, model_tables
+from magflow.tsv import write_tsv
 
 SEGMENTATION_MAPS = "segmentation"  # the maps folder inside the model's eval folder
 
@@ -56,7 +58,8 @@ def read_records(eval_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 def write_model_report(eval_dir: str | os.PathLike[str], embeddings: str | os.PathLike[str],
                        out_dir: str | os.PathLike[str], settings: EvalSettings | Mapping[str, Any] | None = None,
                        control_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
-    """Every figure of :data:`FIGURES` and the tables page; ``settings``: the config's ``evaluate`` block;
+    """Every figure of :data:`FIGURES`, table of :data:`TABLE_FILES` and the tables page; ``settings``: the
+    config's ``evaluate`` block;
     ``control_dir``: the eval folder of the model's control, whose RankMe, probe and robustness records are
     shown too."""
     if not isinstance(settings, EvalSettings):
@@ -74,9 +77,12 @@ def write_model_report(eval_dir: str | os.PathLike[str], embeddings: str | os.Pa
     plot_centroids(records["centroids"], paths["centroids"])
     plot_hierarchy_pca(EvalData.read(embeddings), paths["pca"], settings.coarse_mpp, settings.fine_mpp)
     plot_segmentation_examples(records["segmentation"], Path(eval_dir) / SEGMENTATION_MAPS, paths["segmentation"])
-    model = records["rankme"]["model"]
+    tables = model_tables(records, control)
+    for key, rows in tables.items():
+        paths[key] = out / TABLE_FILES[key]
+        write_tsv(paths[key], rows)
     paths["tables"] = out / TABLES
     with atomic_path(paths["tables"]) as tmp:
-        tmp.write_text(page(f"magflow - {model}", scores_table(records), robustness_table(records, control),
-                            consistency_table(records), skipped_table(records)))
+        tmp.write_text(page(f"magflow - {records['rankme']['model']}",
+                            *(model_table(key, rows) for key, rows in tables.items())))
     return paths

@@ -12,27 +12,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from magflow.atomic import atomic_path  # noqa: E402
-from magflow.embed.control import control_of  # noqa: E402
+from magflow.plotting import plt, save
 
 STANDARD_MPPS = (0.25, 0.5, 1.0, 2.0)  # 40x, 20x, 10x, 5x: the scanner scales; the rest are intermediate
-DPI = 110
 CONTROL_STYLE = {"ls": "--", "lw": 1.2, "alpha": 0.7}  # a run's control: dashed, in the run's colour
 CONTROL_LABEL = "same network at initialisation (control)"
-
-
-def save(fig: Figure, path: str | os.PathLike[str], rect: tuple[float, float, float, float] | None = None) -> None:
-    fig.tight_layout(rect=rect)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    plt.close(fig)
 
 
 def skipped_figure(record: Mapping[str, Any], path: str | os.PathLike[str], title: str) -> None:

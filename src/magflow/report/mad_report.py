@@ -15,17 +15,16 @@ A run's control (``{run}~init``, the same network at initialisation) is its own 
 
 from __future__ import annotations
 
-import csv
-import html
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from magflow.atomic import atomic_path
 from magflow.embed.control import control_of
-from magflow.report.html import page, table
+from magflow.pages import escape, notes, page, table
+from magflow.tsv import write_tsv
 
 SCORES = (("S_pos", "s_pos"), ("S_neg^same", "s_neg_same"), ("S_neg^diff", "s_neg_diff"))
 DELTAS = (("Δhier", "delta_hier"), ("Δsem", "delta_sem"))
@@ -140,16 +139,8 @@ def read_mad_records(paths: Mapping[str, str | os.PathLike[str]]) -> dict[str, d
     return {model: json.loads(Path(path).read_text()) for model, path in paths.items()}
 
 
-def _write_tsv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, str]]) -> None:
-    keys = list(dict.fromkeys(k for row in rows for k in row)) or ["model"]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, keys, delimiter="\t", restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _notes(lines: list[str]) -> str:
-    return "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in lines) + "</ul>" if lines else ""
+def _write_tsv(path: str | os.PathLike[str], rows: list[dict[str, str]]) -> None:
+    write_tsv(path, rows, None if rows else ["model"])
 
 
 def write_mad_tables(records: Mapping[str, str | os.PathLike[str]], tsv: str | os.PathLike[str],
@@ -168,7 +159,7 @@ def write_mad_tables(records: Mapping[str, str | os.PathLike[str]], tsv: str | o
         _write_tsv(table5_tsv, t5)
     first = next(iter(data.values()), {})
     settings = first.get("settings", {})
-    tileset = html.escape(str(settings.get("tileset", "mad")))
+    tileset = escape(settings.get("tileset", "mad"))
     intro = (f"<p>The MAD paper's evaluation (protocol <code>mad-paper</code>) on the <code>{tileset}</code> tile "
              "set's own grids: every kept tile of 2.5×, 10× and 40× embedded at its own scale, labelled by the "
              "majority class of the label mask under it; the slide sheet's train / val / test split. Records: "
@@ -186,9 +177,9 @@ def write_mad_tables(records: Mapping[str, str | os.PathLike[str]], tsv: str | o
                   "every magnification on its own grid: mIoU, Dice and pixel accuracy over the labelled pixels "
                   "covered; consistency % = 100 · mIoU(40×) / mIoU(10×)")
     document = page("MAD evaluation: Tables 3, 4 and 5", intro,
-                    "<h2>Table 3</h2>", table(t3, t3_caption), _notes(n3),
-                    "<h2>Table 4</h2>", table(t4, t4_caption, warn_key="note"), _notes(n4),
-                    "<h2>Table 5</h2>", table(t5, t5_caption), _notes(n5))
+                    "<h2>Table 3</h2>", table(t3, t3_caption), notes(n3),
+                    "<h2>Table 4</h2>", table(t4, t4_caption, warn_key="note"), notes(n4),
+                    "<h2>Table 5</h2>", table(t5, t5_caption), notes(n5))
     with atomic_path(html_out) as tmp:
         tmp.write_text(document)
     return Path(html_out)

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+from sklearn.decomposition import PCA
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-
-from magflow.evaluate.consistency import hierarchy_pairs  # noqa: E402
-from magflow.evaluate.data import EvalData, l2_normalize  # noqa: E402
-from magflow.evaluate.record import MetricSkipped  # noqa: E402
-from magflow.report.figures import save, skipped_figure  # noqa: E402
+from magflow.evaluate.consistency import hierarchy_pairs
+from magflow.evaluate.data import EvalData, l2_normalize
+from magflow.evaluate.record import MetricSkipped
+from magflow.plotting import plt, save
+from magflow.report.figures import skipped_figure
 
 MARKERS = "osD^vP*Xph<>"
 MAX_PARENTS = 40

@@ -8,11 +8,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-
 from magflow.embed.control import control_of
+from magflow.plotting import plt, save
 from magflow.report.figures import (CONTROL_LABEL, _control_line, _mpp_axis, _profile, rankme_label, rankme_points,
-                                    save, skipped_figure)
+                                    skipped_figure)
 
 
 def plot_rankme_comparison(records: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str]) -> None:

@@ -1,19 +1,17 @@
 """``results/report/index.html``: every model side by side, and where the numbers came from, in one file.
 
-The page is self-contained (figures embedded as base64 PNGs): it can be mailed or archived alone.
-Sections: the RankMe comparison (each run's control, the same network at initialisation, dashed in the
-run's colour) and a one-row-per-model summary (with the control's RankMe and linear-probe range); the
-models side by side (one
-column each: RankMe profile, probe curves, cross-mpp matrix, centroid heatmap, consistency table,
-segmentation examples, PCA, scores, metric status); provenance (config, seeds, versions, commits,
-mpp sources of the slides and of each evaluated mpp).
+The page is self-contained (figures embedded as base64 PNGs): it can be mailed or archived alone. It is
+assembled from the files the other report steps wrote, the ones the Snakemake report shows: each model's
+figures (PNG) and tables (TSV) from ``evaluation_figures``, the RankMe comparison, the tile manifests, the slide
+table, and the MAD, AB-MIL and benchmark tables. Sections: the RankMe comparison (each run's control, the same
+network at initialisation, dashed in the run's colour) and a one-row-per-model summary (with the control's
+RankMe and linear-probe range); the models side by side (one column each: RankMe profile, probe curves,
+cross-mpp matrix, centroid heatmap, consistency table, segmentation examples, PCA, scores, metric status);
+provenance (config, seeds, versions, commits, mpp sources of the slides and of each evaluated mpp).
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,46 +21,24 @@ from typing import Any
 from magflow import provenance
 from magflow.atomic import atomic_path
 from magflow.embed.control import control_name
-from magflow.report.html import table
-from magflow.report.evaluation_figures import FIGURES, model_card, read_records
-from magflow.report.tables import consistency_table, fmt, scores_table, skipped_table
+from magflow.pages import escape, figure, fmt, grid, page, preformatted, table
+from magflow.report.evaluation_figures import model_card, read_records
+from magflow.report.names import FIGURES, TABLE_FILES
+from magflow.report.tables import model_table
+from magflow.tsv import read_tsv
 
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f0f0f5; }
-tr.warn td { background: #fff3cd; }
-caption { text-align: left; font-weight: 600; margin-bottom: 0.4em; }
-.side { overflow-x: auto; }
-.side > table > tbody > tr > td { min-width: 460px; max-width: 640px; }
-.side img { width: 100%; }
-pre { background: #f7f7f9; padding: 0.8em; overflow-x: auto; font-size: 12px; max-height: 30em; }
-nav a { margin-right: 1em; }
-"""
-ROWS = (  # (row title, figure key or table function name)
+ROWS = (  # (row title, key of a figure in FIGURES or of a table in TABLE_FILES)
     ("RankMe profile (with the sampler's predicted I(y), rescaled)", "rankme"),
     ("Probe curves across mpp", "probes"),
     ("Cross-mpp matrix", "cross_mpp"),
     ("Centroid similarity", "centroids"),
-    ("Consistency", "consistency_table"),
+    ("Consistency", "consistency"),
     ("Segmentation examples", "segmentation"),
     ("PCA: parents and their children", "pca"),
-    ("Scores per mpp", "scores_table"),
-    ("Metric status", "skipped_table"),
+    ("Scores per mpp", "scores"),
+    ("Metric status", "status"),
 )
-TABLE_FUNCTIONS = {"consistency_table": consistency_table, "scores_table": scores_table,
-                   "skipped_table": skipped_table}
-
-
-def embed_png(path: str | os.PathLike[str], alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
-
-
-def read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
+MISSING = "<p>missing</p>"
 
 
 def _known(values: Iterable[Any]) -> list[float]:
@@ -109,32 +85,29 @@ def summary_rows(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
     return rows
 
 
-def side_by_side(models: Sequence[str], records: Mapping[str, Mapping[str, Any]],
-                 figure_dirs: Mapping[str, Path]) -> str:
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
-    body = []
-    for title, key in ROWS:
-        cells = []
-        for model in models:
-            if key in TABLE_FUNCTIONS:
-                cells.append(TABLE_FUNCTIONS[key](records[model]))
-            else:
-                png = figure_dirs[model] / FIGURES[key]
-                cells.append(embed_png(png, f"{title}: {model}") if png.is_file() else "<p>missing</p>")
-        body.append(f"<tr><th colspan='{len(models)}'>{html.escape(title)}</th></tr>"
-                    + "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return f"<div class='side'><table><tr>{head}</tr>{''.join(body)}</table></div>"
+def _cell(folder: Path, key: str, alt: str) -> str:
+    """One model's figure or table (from the TSV its evaluation_figures step wrote), or "missing"."""
+    path = folder / (FIGURES[key] if key in FIGURES else TABLE_FILES[key])
+    if not path.is_file():
+        return MISSING
+    return figure(path, alt) if key in FIGURES else model_table(key, read_tsv(path))
+
+
+def side_by_side(models: Sequence[str], figure_dirs: Mapping[str, Path]) -> str:
+    return grid(models, [(title, [_cell(figure_dirs[m], key, f"{title}: {m}") for m in models]) for title, key in ROWS])
 
 
 def provenance_block(models: Sequence[str], records: Mapping[str, Mapping[str, Any]],
                      config: Mapping[str, Any] | None, manifests: Sequence[str | os.PathLike[str]],
-                     slide_table: str | os.PathLike[str] | None) -> str:
+                     slide_table: str | os.PathLike[str] | None,
+                     cards: Mapping[str, Mapping[str, Any]]) -> str:
     seeds, sources, commits, splits = [], [], [], []
     for model in models:
         rec = records[model]
         first = next(iter(rec.values()))
         emb = first.get("embeddings", {})
-        card_seed = _card_value(emb.get("path"), "seed")
+        card = cards.get(model) or {}
+        card_seed = card.get("seed")
         seeds.append({"model": model, "training seed": "" if card_seed is None else card_seed,
                       **{f"{m} seeds": ", ".join(map(str, r.get("seeds") or [])) for m, r in rec.items()}})
         sources.append({"model": model, "tileset": emb.get("tileset"), "anchor mpp": emb.get("anchor_mpp"),
@@ -143,7 +116,7 @@ def provenance_block(models: Sequence[str], records: Mapping[str, Mapping[str, A
                         "tiles with a view per mpp": json.dumps(emb.get("valid")), "precision": emb.get("precision")})
         commits.append({"model": model, "evaluated at": _commit(first.get("provenance", {}).get("git")),
                         "embedded at": _commit(emb.get("commit")),
-                        "trained at": _commit(_card_value(emb.get("path"), "commit"))})
+                        "trained at": _commit(card.get("commit"))})
         probes = rec.get("probes", {}).get("result", {}).get("split")
         if probes:
             splits.append({"model": model, "mode": probes["mode"], "note": probes["note"],
@@ -165,7 +138,7 @@ def provenance_block(models: Sequence[str], records: Mapping[str, Mapping[str, A
         parts.append(table(rows, f"Tile manifest {Path(path).parent.name}: achieved mpp per slide and scale",
                            warn_key="note"))
     dumped = json.dumps(config, indent=1, default=str) if config is not None else "not recorded"
-    parts.append(f"<h3>Config</h3><pre>{html.escape(dumped)}</pre>")
+    parts.append(f"<h3>Config</h3>{preformatted(dumped)}")
     return "<section>" + "".join(parts) + "</section>"
 
 
@@ -173,11 +146,6 @@ def _commit(git: Any) -> str:
     if not isinstance(git, Mapping) or not git.get("commit"):
         return "unknown"
     return str(git["commit"])[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
-
-
-def _card_value(embeddings: str | None, key: str) -> Any:
-    card = model_card(embeddings) if embeddings and Path(embeddings).is_file() else None
-    return card.get(key) if card else None
 
 
 def _slide_level(tsv: str | os.PathLike[str] | None) -> list[str]:
@@ -213,7 +181,7 @@ def _benchmarks(panels: Mapping[str, Mapping[str, str | os.PathLike[str]]] | Non
             "</code>.</p>")
     parts = ["<h2 id='benchmarks'>Benchmarks</h2>", note]
     for name, panel in panels.items():
-        parts += [f"<h3>{html.escape(name)}</h3>", embed_png(panel["figure"], f"benchmark {name}"),
+        parts += [f"<h3>{escape(name)}</h3>", figure(panel["figure"], f"benchmark {name}"),
                   table(read_tsv(panel["table"]), f"{name}: mean balanced accuracy at the standard and intermediate "
                         "mpps, Magnification Robustness Index and RankMe (definitions named), protocol, k and C")]
     return parts
@@ -225,18 +193,22 @@ def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: 
                 slide_table: str | os.PathLike[str] | None = None,
                 slide_level: str | os.PathLike[str] | None = None,
                 benchmarks: Mapping[str, Mapping[str, str | os.PathLike[str]]] | None = None,
-                mad: str | os.PathLike[str] | None = None) -> Path:
+                mad: str | os.PathLike[str] | None = None,
+                embeddings: Mapping[str, str | os.PathLike[str]] | None = None) -> Path:
     """Write the self-contained index page of ``models`` (in that order): records from ``{eval_root}/{model}``,
-    figures from ``{figure_root}/{model}``, mpp sources from the tile ``manifests`` and the ``slide_table``;
-    ``slide_level`` is the AB-MIL AUROC table (TSV) of region aggregation, when it ran; ``benchmarks``: benchmark →
-    its panel (``figure``, PNG) and table (``table``, TSV) from ``magflow.report.benchmark_report``; ``mad`` is the
-    MAD Table 4 (TSV, ``magflow.report.mad_report``), when the MAD evaluation ran."""
+    figures and tables from ``{figure_root}/{model}``, mpp sources from the tile ``manifests`` and the
+    ``slide_table``; ``slide_level`` is the AB-MIL AUROC table (TSV) of region aggregation, when it ran;
+    ``benchmarks``: benchmark → its panel (``figure``, PNG) and table (``table``, TSV) from
+    ``magflow.report.benchmark_report``; ``mad`` is the MAD Table 4 (TSV, ``magflow.report.mad_report``), when the
+    MAD evaluation ran; ``embeddings``: model → its embeddings file, whose model card gives the training seed and
+    commit (a model left out shows neither)."""
     records = {m: read_records(Path(eval_root) / m) for m in models}
     empty = [m for m, r in records.items() if not r]
     if empty:
         raise FileNotFoundError(f"no metric record for {', '.join(empty)}; run the evaluation first")
     figures = {m: Path(figure_root) / m for m in models}
     controls = {m: read_records(Path(eval_root) / control_name(m)) for m in models}
+    cards = {m: model_card(path) or {} for m, path in (embeddings or {}).items()}
     intro = (f"<p>{len(models)} model(s). Every number comes from a record in <code>results/eval/&lt;model&gt;/"
              "</code> (JSON with its seeds, constants and provenance); a metric that could not be computed says "
              "why under <i>Metric status</i>.</p><nav><a href='#comparison'>Comparison</a><a href='#models'>Models "
@@ -244,14 +216,11 @@ def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: 
              + ("<a href='#slide-level'>Slide level</a>" if slide_level else "")
              + ("<a href='#benchmarks'>Benchmarks</a>" if benchmarks else "")
              + "<a href='#provenance'>Provenance</a></nav>")
-    body = [intro, "<h2 id='comparison'>Comparison</h2>", embed_png(comparison, "RankMe profiles"),
+    body = [intro, "<h2 id='comparison'>Comparison</h2>", figure(comparison, "RankMe profiles"),
             table(summary_rows(records, controls), "Summary over mpps (at init: the run's control, the same network "
                   "at initialisation)"), "<h2 id='models'>Models side by side</h2>",
-            side_by_side(models, records, figures), *_mad(mad), *_slide_level(slide_level), *_benchmarks(benchmarks),
-            provenance_block(models, records, config, manifests, slide_table)]
-    title = "magflow - evaluation report"
-    document = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
-                f"</head><body><h1>{title}</h1>{''.join(body)}</body></html>")
+            side_by_side(models, figures), *_mad(mad), *_slide_level(slide_level), *_benchmarks(benchmarks),
+            provenance_block(models, records, config, manifests, slide_table, cards)]
     with atomic_path(out) as tmp:
-        tmp.write_text(document)
+        tmp.write_text(page("magflow - evaluation report", *body))
     return Path(out)

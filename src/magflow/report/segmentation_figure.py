@@ -7,16 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.patches import Patch
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from magflow.report.figures import save, skipped_figure  # noqa: E402
-from magflow.report.palette import class_colours  # noqa: E402
+from magflow.palette import class_colours
+from magflow.plotting import plt, save
+from magflow.report.figures import skipped_figure
 
 MAX_SLIDES = 2
 

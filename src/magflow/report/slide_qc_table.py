@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import html
 import os
 from collections.abc import Sequence
 
 from magflow.atomic import atomic_path
+from magflow.pages import escape, page, table
 from magflow.preprocess.mask_store import mask_summary
-from magflow.report.html import page, table
+from magflow.tsv import write_tsv
 
 
 def write_slide_table(mask_paths: Sequence[str | os.PathLike[str]], tsv_path: str | os.PathLike[str],
                       html_path: str | os.PathLike[str]) -> list[dict[str, object]]:
     rows = [mask_summary(path) for path in mask_paths]
-    with atomic_path(tsv_path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["slide_id"], delimiter="\t")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_tsv(tsv_path, rows, None if rows else ["slide_id"])
     flagged = sum(1 for row in rows if row["warnings"])
     refused = [str(row["slide_id"]) for row in rows if row.get("status") == "refused"]
     intro = (f"<p>{len(rows)} slides; {flagged} with warnings (highlighted). mpp_source tells which link "
@@ -26,7 +22,7 @@ def write_slide_table(mask_paths: Sequence[str | os.PathLike[str]], tsv_path: st
              "tiff.resolution; reader is openslide, or plain-image for a PNG, JPEG or strip TIFF read "
              "with the sheet's mpp.</p>")
     if refused:
-        intro += (f"<p><b>Refused as not brightfield ({len(refused)}): {html.escape(', '.join(refused))}.</b> "
+        intro += (f"<p><b>Refused as not brightfield ({len(refused)}): {escape(', '.join(refused))}.</b> "
                   "Their tiles are not extracted; the warnings column says what was measured. Set "
                   "<code>brightfield_check</code> to <code>off</code> in a slide's sheet row to accept it "
                   "deliberately.</p>")

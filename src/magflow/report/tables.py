@@ -1,23 +1,24 @@
-"""HTML tables of one model's metric records: scores per mpp, the consistency table, what was skipped."""
+"""The tables of one model's metric records: scores per mpp, the Robustness Index, the consistency table,
+what was skipped. Rows here; the evaluation_figures step writes them as TSVs (:data:`TABLE_FILES`) and every
+page shows them with :func:`model_table`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from magflow.report.html import table
+from magflow.pages import fmt, mean_std, table
 
 Records = Mapping[str, Mapping[str, Any]]  # metric → record
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    return "" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def mean_std(cell: Mapping[str, Any] | None, digits: int = 3) -> str:
-    if not cell or cell.get("mean") is None:
-        return ""
-    return f"{cell['mean']:.{digits}f} ± {cell['std'] or 0:.{digits}f}"
+Rows = list[dict[str, str]]
+CAPTIONS = {  # table key (as in TABLE_FILES) → (caption, the column that flags a row)
+    "scores": ("Scores per mpp (probes: mean ± std over splits; segmentation: mean over test slides; "
+               "magnification RI: mean per-tile Robustness Index of the tiles at that mpp)", None),
+    "robustness": ("Magnification Robustness Index (croma RI; class: tile label, confounder: mpp, neighbours "
+                   "never from the tile's own slide or patient; above 0.5: the class outweighs the mpp)", None),
+    "consistency": ("Cross-magnification consistency", None),
+    "status": ("Metric status (skips and left-out mpps, with reasons)", "reason"),
+}
 
 
 def _ok(records: Records, metric: str) -> Mapping[str, Any]:
@@ -25,7 +26,7 @@ def _ok(records: Records, metric: str) -> Mapping[str, Any]:
     return record.get("result", {}) if record.get("status") == "ok" else {}
 
 
-def scores_table(records: Records) -> str:
+def scores_rows(records: Records) -> Rows:
     """One row per mpp: RankMe, kNN and linear balanced accuracy, K-Means AMI, segmentation mIoU."""
     rankme, probes, clusters, seg, robust = (_ok(records, m) for m in ("rankme", "probes", "clustering",
                                                                        "segmentation", "robustness"))
@@ -45,11 +46,10 @@ def scores_table(records: Records) -> str:
                      "K-Means AMI": fmt(cluster.get("ami")), "DBI": fmt(cluster.get("davies_bouldin"), 2),
                      "seg. mIoU": fmt(painted.get("mean_iou")), "seg. Dice": fmt(painted.get("mean_dice")),
                      "seg. pixel acc.": fmt(painted.get("pixel_accuracy"))})
-    return table(rows, "Scores per mpp (probes: mean ± std over splits; segmentation: mean over test slides; "
-                       "magnification RI: mean per-tile Robustness Index of the tiles at that mpp)")
+    return rows
 
 
-def robustness_table(records: Records, control: Records | None = None) -> str:
+def robustness_rows(records: Records, control: Records | None = None) -> Rows:
     """The Magnification Robustness Index (croma's RI, mpp as the confounder) of the model and of its control,
     with the settings croma computed it with."""
     rows = []
@@ -62,11 +62,10 @@ def robustness_table(records: Records, control: Records | None = None) -> str:
                      "support": fmt(result.get("support")), "samples (tile × mpp)": fmt(result.get("n")),
                      "design": fmt(settings.get("design")), "k candidates": fmt(settings.get("k_candidates")),
                      "croma": fmt(settings.get("version"))})
-    return table(rows, "Magnification Robustness Index (croma RI; class: tile label, confounder: mpp, neighbours "
-                       "never from the tile's own slide or patient; above 0.5: the class outweighs the mpp)")
+    return rows
 
 
-def consistency_table(records: Records) -> str:
+def consistency_rows(records: Records) -> Rows:
     """Δhier / Δsem between the coarse and fine mpp, and how much a probe keeps across them."""
     hier, cross = _ok(records, "consistency"), _ok(records, "cross_mpp")
     rows = []
@@ -93,11 +92,23 @@ def consistency_table(records: Records) -> str:
             if others:
                 rows.append({"measure": f"probe trained at {train:g} mpp, mean over the other mpps",
                              "value": f"{sum(others) / len(others):.1f}", "detail": "accuracy retained %"})
-    return table(rows, "Cross-magnification consistency")
+    return rows
 
 
-def skipped_table(records: Records) -> str:
-    rows = [{"metric": metric, "status": r.get("status"), "reason": r.get("reason", ""),
+def status_rows(records: Records) -> Rows:
+    """One row per metric: its status, why it was skipped, which mpps it left out and why."""
+    return [{"metric": metric, "status": r.get("status"), "reason": r.get("reason", ""),
              "mpps left out": "; ".join(f"{k}: {v}" for k, v in (r.get("result", {}).get("left_out") or {}).items())}
             for metric, r in records.items()]
-    return table(rows, "Metric status (skips and left-out mpps, with reasons)", warn_key="reason")
+
+
+def model_tables(records: Records, control: Records | None = None) -> dict[str, Rows]:
+    """Every table of one model, by key (the order of :data:`CAPTIONS`); ``control``: its control's records."""
+    return {"scores": scores_rows(records), "robustness": robustness_rows(records, control),
+            "consistency": consistency_rows(records), "status": status_rows(records)}
+
+
+def model_table(key: str, rows: Rows) -> str:
+    """Table ``key`` of a model as HTML, with its caption."""
+    caption, warn_key = CAPTIONS[key]
+    return table(rows, caption, warn_key=warn_key)

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+from sklearn.decomposition import PCA
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-
-from magflow.aggregate.methods import magnification  # noqa: E402
-from magflow.evaluate.data import l2_normalize  # noqa: E402
-from magflow.evaluate.mad_hierarchy import adjacent_pairs, aligned_children  # noqa: E402
-from magflow.evaluate.mad_tiles import MadTiles  # noqa: E402
-from magflow.report.figures import save  # noqa: E402
+from magflow.aggregate.methods import magnification
+from magflow.evaluate.data import l2_normalize
+from magflow.evaluate.mad_hierarchy import adjacent_pairs, aligned_children
+from magflow.evaluate.mad_tiles import MadTiles
+from magflow.plotting import plt, save
 
 MARKERS = "osD^vP*Xph"
 COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange")  # coarsest scale first
