@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from magflow.aggregate.abmil import ABMIL, GatedAttention
+from magflow.aggregate.abmil_model import ABMIL, GatedAttention
 from magflow.aggregate.auroc import slide_auroc
-from magflow.aggregate.auroc_table import auroc_rows, write_auroc_table
+from magflow.aggregate.abmil_table import auroc_rows, write_auroc_table
 from magflow.aggregate.bags import RegionBag, SlideSet
 from magflow.aggregate.mixer import MixerConfig, MixingEncoder
 from magflow.aggregate.slide_eval import (MILConfig, evaluate_seeds, group_min_loss, mil_param_groups, mil_splits,

@@ -17,7 +17,7 @@ from magflow.sheet_lines import row_lines
 
 OBJECTIVES = ("mem", "cmem")
 CONTRASTIVE_LOSSES = ("paper-eq5", "simclr")   # magflow.aggregate.cmem: the paper's Eq. 5, or SimCLR's NT-Xent
-AGGREGATORS = ("paper-eq7", "projection")      # magflow.aggregate.abmil
+AGGREGATORS = ("paper-eq7", "projection")      # magflow.aggregate.abmil_model
 ATTENTIONS = ("tanh", "gated")
 PRECISIONS = ("auto", "bf16", "fp32")
 SELECT = ("val_loss", "last")
