@@ -21,7 +21,7 @@ DEFAULT_LABELS = {"tcga-ms": "labels.csv", "generic": "labels.csv"}
 DEFAULT_PATIENTS = "BRACS.xlsx"  # beside the mpp folders, where the authors' loader looks by default
 KEYS = ("layout", "root", "labels", "patients", "mpps", "seed", "fixture")
 FIXTURE_FOLDER = "results/benchmark_fixture"  # a fixture benchmark's root: FIXTURE_FOLDER/<name>
-FIXTURE_LAYOUTS = ("tcga-ms", "bracs-ms")  # the layouts magflow.benchmark.fixtures writes
+FIXTURE_LAYOUTS = ("tcga-ms", "bracs-ms")  # the layouts magflow.benchmark.benchmark_fixture writes
 FIXTURE_SHEETS = {"tcga-ms": "labels.csv", "bracs-ms": "BRACS.csv"}  # where the fixture writer puts them
 # The sizes of a generated fixture (magflow benchmark-fixture and the benchmark_fixture rule): small enough
 # for the demo on 2 CPU cores; 64 px images are the demo runs' input size. 10 slides give every TCGA-MS fold
