@@ -10,7 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from magflow.errors import SlideError
-from magflow.preprocess import extract as extract_module
+from magflow.preprocess import extract_tiles as extract_module
 from magflow.preprocess.dataset import TileDataset
 from magflow.preprocess.extract_tiles import TileSetParams, extract_tiles
 from magflow.preprocess.hierarchy import children, grandchildren, parent, region_size
