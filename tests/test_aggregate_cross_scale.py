@@ -20,7 +20,7 @@ import torch
 from magflow.aggregate.bags import RegionBag, SlideSet
 from magflow.aggregate.mixer import MixerConfig, MixingEncoder
 from magflow.aggregate.slide_eval import MILConfig, evaluate_seeds, mil_splits
-from magflow.aggregate.slide_model import build_slide_model
+from magflow.aggregate.abmil_model import build_slide_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

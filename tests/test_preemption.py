@@ -26,8 +26,8 @@ from magflow import preemption
 from magflow.aggregate import slide_eval
 from magflow.aggregate.pretrain_mixer import HISTORY, MixerTrainConfig, train_mixer
 from magflow.aggregate.slide_eval import MILConfig, mil_splits
-from magflow.aggregate.slide_model import build_slide_model
-from magflow.aggregate.slide_record import checkpoint_path, run_abmil
+from magflow.aggregate.abmil_model import build_slide_model
+from magflow.aggregate.abmil import checkpoint_path, run_abmil
 from magflow.aggregate.synthetic import write_synthetic_regions
 from magflow.pretrain.trainer import TrainConfig, train
 from magflow.sampling import SamplerConfig, build_sampler, write_sampler
