@@ -87,7 +87,7 @@ def leaves(node, prefix=""):
 
 
 def read_tsv(path: str) -> pd.DataFrame:
-    return pd.read_csv(REPO / path, sep="\t", comment="#")  # as workflow/rules/common.smk reads the sweeps
+    return pd.read_csv(REPO / path, sep="\t", comment="#")  # as magflow.plan.runs reads the sweeps
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_paper_training_is_vit_s14_with_dinov2_views(paper):
 def test_mad_runs_keep_their_own_backbone_and_views(paper):
     mad = dict(paper["pretrain"]["mad"])
     MadConfig.from_dict({k: v for k, v in mad.items() if k not in ("tileset", "train")})
-    config = TrainConfig.from_dict({**paper["pretrain"]["train"], **mad["train"]})  # as common.smk builds it
+    config = TrainConfig.from_dict({**paper["pretrain"]["train"], **mad["train"]})  # as magflow.plan.runs builds it
     assert (config.arch, config.patch_size, config.reg_tokens) == ("vit_base_patch16_224", 16, 4)
     assert (config.global_size, config.local_size) == (224, 96) and dict(config.arch_kwargs) == {}
     assert config.views == "exact"

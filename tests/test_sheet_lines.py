@@ -27,7 +27,7 @@ def _write(path, text):
 
 
 def _pandas_rows(path):
-    """The rows as the workflow reads a sweep or runs sheet (workflow/rules/common.smk)."""
+    """The rows as the workflow reads a sweep or runs sheet (magflow.plan.runs)."""
     return pd.read_csv(path, sep="\t", comment="#").to_dict("records")
 
 

@@ -51,7 +51,7 @@ class MadEvalSettings:
     runs: int                             # Table 3 paper-linear runs
     probe: str                            # Tables 3 and 5: paper-linear or logistic
     segmentation_train_mpp: float         # Table 5: the probe is trained at this scale (10×)
-    epochs: int                           # paper-linear: most epochs (linear_probe.PAPER_EPOCHS)
+    epochs: int                           # paper-linear: most epochs (probes.PAPER_EPOCHS)
     patience: int                         # paper-linear: early-stopping patience on the val loss (PAPER_PATIENCE)
     pca_parents: int                      # Fig 3: parents drawn per scale pair, each with its children
     max_models: int | None                # workflow: how many models (each run with its control); None: all

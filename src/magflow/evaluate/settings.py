@@ -13,7 +13,7 @@ from magflow.evaluate.probe_names import check_probe
 from magflow.evaluate.rankme import RANKME_DEFINITIONS
 
 SPLIT_MODES = ("auto", "seeded", "sheet")
-# magflow: per-mpp probes on seeded group splits (run_labels); cms: the continuous-magnification authors' (cms.py)
+# magflow: per-mpp probes on seeded group splits (probes.py); cms: the continuous-magnification authors' (cms.py)
 PROTOCOLS = ("magflow", "cms")
 
 
