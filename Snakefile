@@ -21,7 +21,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
-include: "workflow/rules/sampler.smk"
+include: "workflow/rules/sampling.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"

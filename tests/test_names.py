@@ -85,3 +85,12 @@ def test_no_module_is_a_run_beside_its_runs():
 def test_the_phantom_slides_are_their_own_package():
     assert (SRC / "phantom" / "__init__.py").is_file()
     assert not list((SRC / "slides").glob("phantom*.py"))
+
+
+def test_the_architecture_page_names_every_rule_and_rule_file():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    for rule in rules():
+        assert f"`{rule}`" in page, f"docs/architecture.md does not name rule {rule}"
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        if path.name != "common.smk":
+            assert f"`{path.name}`" in page, f"docs/architecture.md does not name {path.name}"
