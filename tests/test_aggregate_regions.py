@@ -127,3 +127,16 @@ def test_capped_or_incomplete_tile_sets_are_refused(store_and_regions, tmp_path)
     with pytest.raises(ConfigError, match="max_tiles_per_scale"):
         build_slide_regions(capped, tmp_path / "y.h5", model, progress=False)
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()
+
+
+def test_embed_mean_patch_reaches_the_region_tokens(store_and_regions, tmp_path):
+    """embed.mean_patch: the region tokens are [CLS, mean patch token], as the model's evaluation embeddings."""
+    store_path, path, model, _ = store_and_regions
+    build_slide_regions(store_path, tmp_path / "mean.h5", model, t=3, progress=False, mean_patch=True)
+    plain, both = SlideRegions(path), SlideRegions(tmp_path / "mean.h5")
+    plain_tokens, both_tokens = plain.sequences().tokens, both.sequences().tokens
+    width = plain_tokens.shape[-1]
+    assert both_tokens.shape[-1] == 2 * width
+    np.testing.assert_allclose(both_tokens[..., :width], plain_tokens, rtol=1e-5, atol=1e-5)
+    with h5py.File(tmp_path / "mean.h5") as f:
+        assert "mean" in str(f.attrs["features"])

@@ -156,3 +156,14 @@ def test_command_line_runs_the_same_steps(project, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "hierarchy: ok" in out and "table3: ok" in out
     assert (tmp_path / "segmentation").is_dir() and (tmp_path / "t.tsv").is_file()
+
+
+def test_embed_mean_patch_reaches_the_mad_tiles(project, tmp_path):
+    """embed.mean_patch: every MAD tile's feature is [CLS, mean patch token], as the evaluation embeddings."""
+    root, stores, masks, model, tiles = project
+    both = embed_mad_tiles(stores, tmp_path / "mean.h5", model, splits=SPLITS, labels=masks, name="tiny",
+                           batch_size=50, mean_patch=True, progress=False)
+    for plain, doubled in zip(tiles.scales.values(), both.scales.values()):
+        width = plain.features.shape[1]
+        assert doubled.features.shape[1] == 2 * width
+        np.testing.assert_allclose(doubled.features[:, :width], plain.features, rtol=1e-5, atol=1e-5)

@@ -14,6 +14,7 @@ rule region_embed:
         t=AGGREGATE["t"],
         batch_size=AGGREGATE["batch_size"],
         scales=lambda wildcards: AGG_SCALES,
+        mean_patch=EMBED["mean_patch"],
     resources:
         **rule_resources("region_embed", gpu=AGGREGATE["gpus"]),
     log:

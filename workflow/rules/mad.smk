@@ -15,6 +15,7 @@ rule mad_embed:
         masks=eval_masks(),
         splits=EVAL_CONTEXT["sheet_splits"],
         batch_size=EMBED["batch_size"],
+        mean_patch=EMBED["mean_patch"],
     resources:
         **rule_resources("mad_embed", gpu=EMBED["gpus"]),
     log:

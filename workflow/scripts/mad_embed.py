@@ -11,5 +11,6 @@ embed_mad_tiles(
     splits=snakemake.params.splits,
     labels=snakemake.params.masks,
     batch_size=snakemake.params.batch_size,
+    mean_patch=snakemake.params.mean_patch,
     config=snakemake.config,
 )

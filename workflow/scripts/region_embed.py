@@ -11,5 +11,6 @@ build_slide_regions(
     t=snakemake.params.t,
     scales=snakemake.params.scales,
     batch_size=snakemake.params.batch_size,
+    mean_patch=snakemake.params.mean_patch,
     config=snakemake.config,
 )

@@ -29,16 +29,17 @@ DEFAULT_SCALES = (2.0, 1.0, 0.5)  # 5×, 10×, 20×
 def build_slide_regions(store_path: str | os.PathLike[str], out: str | os.PathLike[str],
                         model: str | os.PathLike[str] | ExternalModel | Encoder, *, name: str | None = None,
                         t: int = 3, scales: Sequence[float] = DEFAULT_SCALES, batch_size: int = 64,
-                        device: str | torch.device | None = None, progress: bool = True,
+                        mean_patch: bool = False, device: str | torch.device | None = None, progress: bool = True,
                         config: Mapping[str, Any] | None = None) -> dict[str, int]:
     """Embed every tile of ``scales`` in the store and write the slide's region file ``out``; return counts.
 
-    ``model`` is a run's model directory, an :class:`ExternalModel`, or an already loaded :class:`Encoder`.
+    ``model`` is a run's model directory, an :class:`ExternalModel`, or an already loaded :class:`Encoder`;
+    ``mean_patch`` is ``embed.mean_patch`` (features [CLS, mean patch token], as the evaluation embeddings).
     """
     if t < 1 or len(scales) < 1:
         raise ConfigError(f"aggregate: t must be >= 1 (got {t}) and scales non-empty (got {list(scales)})")
     device = pick_device(device)
-    encoder = model if isinstance(model, Encoder) else load_encoder(model, name=name)
+    encoder = model if isinstance(model, Encoder) else load_encoder(model, mean_patch=mean_patch, name=name)
     encoder = encoder.to(device)
     precision = "bf16-autocast" if device.type == "cuda" else "fp32"
     with TileStore(store_path) as store:

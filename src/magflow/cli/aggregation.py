@@ -16,7 +16,7 @@ def _region_embed(args: argparse.Namespace) -> int:
 
     model = _encoder_source(args)
     counts = build_slide_regions(args.store, args.out, model, name=args.name, t=args.t, scales=args.scales,
-                                 batch_size=args.batch_size, device=args.device)
+                                 batch_size=args.batch_size, mean_patch=args.mean_patch, device=args.device)
     return wrote(args.out, before=f"{counts['n_regions']} regions of {counts['n_tokens']} tokens "
                                   f"({counts['missing_tokens']} background tokens masked)")
 
@@ -81,6 +81,8 @@ def add_parsers(steps: argparse._SubParsersAction) -> None:
                    help="region side in coarsest tiles (t=3 over 3 scales: 189 tokens)")
     p.add_argument("--scales", type=float, nargs="+", default=[2.0, 1.0, 0.5], help="token scales (mpp)")
     p.add_argument("--batch-size", type=int, default=default("aggregate.batch_size"))
+    p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token "
+                   "(embed.mean_patch), as the model's evaluation embeddings do")
     add_device(p)
 
     p = add_verb(steps, "pretrain-mixer", _pretrain_mixer,

@@ -35,7 +35,8 @@ def _mad_embed(args: argparse.Namespace) -> int:
     model = _encoder_or_control(args)
     splits = {e.slide_id: e.split for e in read_sheet(args.sheet)}
     tiles = embed_mad_tiles(args.stores, args.out, model, splits=splits, labels=pairs(args.masks, "--masks"),
-                            name=args.name, batch_size=args.batch_size, device=args.device)
+                            name=args.name, batch_size=args.batch_size, mean_patch=args.mean_patch,
+                            device=args.device)
     for mpp in tiles.mpps:
         scale = tiles.scales[mpp]
         print(f"{mpp:g} mpp: {len(scale.slides)} tiles, {int((scale.labels >= 0).sum())} labelled")
@@ -75,6 +76,8 @@ def add_parsers(steps: argparse._SubParsersAction) -> None:
     p.add_argument("--sheet", required=True, help="the slide sheet: its split column (train / val / test)")
     add_pairs(p, "--masks", "label masks (with their JSON sidecars): a tile's label is the majority class under it")
     p.add_argument("--batch-size", type=int, default=default("embed.batch_size"))
+    p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token "
+                   "(embed.mean_patch), as the model's evaluation embeddings do")
     add_device(p)
 
     p = add_verb(steps, "mad-eval", _mad_eval, "the MAD paper's Tables 3, 4 (Δhier / Δsem) and 5 and its Fig 3 for one "

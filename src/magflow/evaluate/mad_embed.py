@@ -75,12 +75,13 @@ def tile_squares_um(grid: np.ndarray, cell_um: float) -> np.ndarray:
 def embed_mad_tiles(stores: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
                     model: str | os.PathLike[str] | ExternalModel | InitControl | Encoder, *,
                     splits: Mapping[str, str | None], labels: Mapping[str, str | os.PathLike[str] | None] | None = None,
-                    name: str | None = None, batch_size: int = 64, device: str | torch.device | None = None,
-                    progress: bool = True, config: Mapping[str, Any] | None = None) -> MadTiles:
+                    name: str | None = None, batch_size: int = 64, mean_patch: bool = False,
+                    device: str | torch.device | None = None, progress: bool = True, config: Mapping[str, Any] | None = None) -> MadTiles:
     """Embed every tile of every scale of ``stores`` (one per slide) and write ``out``; returns what was written.
 
     ``splits``: slide → train/val/test (the sheet's); ``labels``: slide → its label mask (PNG with its JSON
-    sidecar; None or a CSV: unlabelled here).
+    sidecar; None or a CSV: unlabelled here); ``mean_patch`` is ``embed.mean_patch``: a run's (or control's)
+    features are then [CLS, mean patch token], as its evaluation embeddings are.
     """
     if not stores:
         raise ConfigError("mad_embed: no tile store given")
@@ -93,7 +94,7 @@ def embed_mad_tiles(stores: Sequence[str | os.PathLike[str]], out: str | os.Path
             total += len(store)
     slide_splits = check_splits(ids, splits)  # before any tile is embedded
     device = pick_device(device)
-    encoder = model if isinstance(model, Encoder) else load_encoder(model, name=name)
+    encoder = model if isinstance(model, Encoder) else load_encoder(model, mean_patch=mean_patch, name=name)
     encoder = encoder.to(device)
     precision = "bf16-autocast" if device.type == "cuda" else "fp32"
     labels = dict(labels or {})
