@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from magflow.cli.common import add_device, add_table_outputs, add_verb, wrote
+from magflow.cli.common import add_device, add_mean_patch, add_table_outputs, add_verb, wrote
 from magflow.cli.embedding import _add_encoder_arguments, _encoder_source
 from magflow.defaults import default
 from magflow.errors import ConfigError
@@ -81,8 +81,7 @@ def add_parsers(steps: argparse._SubParsersAction) -> None:
                    help="region side in coarsest tiles (t=3 over 3 scales: 189 tokens)")
     p.add_argument("--scales", type=float, nargs="+", default=[2.0, 1.0, 0.5], help="token scales (mpp)")
     p.add_argument("--batch-size", type=int, default=default("aggregate.batch_size"))
-    p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token "
-                   "(embed.mean_patch), as the model's evaluation embeddings do")
+    add_mean_patch(p)
     add_device(p)
 
     p = add_verb(steps, "pretrain-mixer", _pretrain_mixer,

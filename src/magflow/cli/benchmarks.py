@@ -7,7 +7,7 @@ from pathlib import Path
 
 from magflow.benchmark.config import FIXTURE_LAYOUTS, FIXTURE_SIZES
 from magflow.benchmark.paths import LAYOUTS
-from magflow.cli.common import add_device, add_verb, wrote
+from magflow.cli.common import add_device, add_mean_patch, add_verb, wrote
 from magflow.cli.embedding import _add_encoder_arguments, _encoder_source
 from magflow.defaults import default
 
@@ -81,8 +81,7 @@ def add_parsers(steps: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=default("embed.batch_size"))
     p.add_argument("--workers", type=int, default=default("embed.workers"),
                    help="data loader worker processes decoding the PNGs")
-    p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token "
-                   "(embed.mean_patch), as the model's evaluation embeddings do")
+    add_mean_patch(p)
     add_device(p)
 
     p = add_verb(steps, "benchmark-report", _benchmark_report,

@@ -38,6 +38,12 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
 
 
+def add_mean_patch(p: argparse.ArgumentParser) -> None:
+    """--mean-patch: embed.mean_patch for a step that embeds tiles besides `embed`."""
+    p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token "
+                   "(embed.mean_patch), as the model's evaluation embeddings do")
+
+
 def add_table_outputs(p: argparse.ArgumentParser, tsv_help: str | None = None, html_help: str | None = None) -> None:
     """A table step's two required outputs, --out-tsv then --out-html."""
     p.add_argument("--out-tsv", required=True, help=tsv_help)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from magflow.cli.common import add_device, add_pairs, add_verb, pairs, wrote
+from magflow.cli.common import add_device, add_mean_patch, add_pairs, add_verb, pairs, wrote
 from magflow.cli.embedding import _add_encoder_arguments, _add_init_control, _encoder_or_control
 from magflow.defaults import default
 from magflow.evaluate.registry import METRIC_NAMES
@@ -76,8 +76,7 @@ def add_parsers(steps: argparse._SubParsersAction) -> None:
     p.add_argument("--sheet", required=True, help="the slide sheet: its split column (train / val / test)")
     add_pairs(p, "--masks", "label masks (with their JSON sidecars): a tile's label is the majority class under it")
     p.add_argument("--batch-size", type=int, default=default("embed.batch_size"))
-    p.add_argument("--mean-patch", action="store_true", help="append the mean patch token to the CLS token "
-                   "(embed.mean_patch), as the model's evaluation embeddings do")
+    add_mean_patch(p)
     add_device(p)
 
     p = add_verb(steps, "mad-eval", _mad_eval, "the MAD paper's Tables 3, 4 (Δhier / Δsem) and 5 and its Fig 3 for one "
