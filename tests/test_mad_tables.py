@@ -12,7 +12,8 @@ from sklearn.metrics import adjusted_mutual_info_score, davies_bouldin_score, f1
 from magflow.errors import ConfigError
 from magflow.evaluate.probes import fit_linear_probe, fit_paper_linear
 from magflow.evaluate.record import MetricSkipped
-from magflow.evaluate.mad_tables import MadTableSettings, table3, table5
+from magflow.evaluate.mad_eval import MadEvalSettings
+from magflow.evaluate.mad_tables import table3, table5
 from magflow.evaluate.mad_tiles import MadScale, MadTiles
 
 CLASSES = ["background", "grey", "white", "vessel"]
@@ -100,7 +101,7 @@ def miou_by_loop(truth, painted, covered):
     return sum(inter[k] / union[k] for k in union) / len(union)
 
 
-SETTINGS = MadTableSettings(probe="logistic", runs=2, knn_k=5)
+SETTINGS = MadEvalSettings(probe="logistic", runs=2, knn_k=5)
 
 
 def test_table5_paints_each_magnification_on_its_own_grid(tmp_path):

@@ -203,3 +203,35 @@ def test_abmil_follows_the_same_split_setting():
     no_train = {"s0": "val", "s1": "test", "s2": "test"}
     splits, choice = task_splits(few, config, "auto", no_train)
     assert splits is None and choice["mode"] == "seeded" and "no training slide" in choice["note"]
+
+
+def test_a_slide_is_a_tracked_input_when_it_exists_or_a_rule_writes_it(tmp_path):
+    present = tmp_path / "present.svs"
+    present.write_bytes(b"")
+    slides = SlidePlan((entry("p"), SlideEntry("here", str(present), "train"),
+                        SlideEntry("gone", str(tmp_path / "gone.svs"), "train")))
+    assert slides.tracked_input("p") == "results/phantom/p.tiff"  # the phantom rule writes it
+    assert slides.tracked_input("here") == str(present)
+    assert slides.tracked_input("gone") is None  # its own job fails, naming it; the others run
+
+
+def test_rule_resources_refuse_what_contradicts_the_rules_own_settings():
+    from magflow.plan import rule_resources
+
+    assert rule_resources({"embed": {"mem_mb": 100}}, "embed", gpu=1) == {"mem_mb": 100, "gpu": 1}
+    assert rule_resources({}, "evaluate") == {}
+    with pytest.raises(ConfigError, match=r"resources\.embed\.gpu.*contradicts 1"):
+        rule_resources({"embed": {"gpu": 2}}, "embed", gpu=1)
+
+
+def test_a_benchmark_step_tracks_its_fixture_folder_or_its_label_file(tmp_path):
+    from magflow.benchmark.config import BenchmarkSpec
+
+    def spec(layout, **extra):
+        return BenchmarkSpec.from_config("b", {"layout": layout, "root": str(tmp_path), **extra}, check_paths=False)
+
+    assert spec("tcga-ms", labels=str(tmp_path / "l.csv")).input_path == tmp_path / "l.csv"
+    assert spec("bracs-ms", patients=str(tmp_path / "p.xlsx")).input_path == tmp_path / "p.xlsx"
+    fixture = BenchmarkSpec.from_config("b", {"layout": "tcga-ms", "root": "results/benchmark_fixture/b", "fixture": True},
+                                        check_paths=False)
+    assert fixture.input_path == Path("results/benchmark_fixture/b")  # its rule writes the folder

@@ -4,7 +4,7 @@ reference of every key with its type, allowed values, default and meaning, one s
     python -m magflow.config_docs > config/README.md
 
 Edit the schema's ``description`` (and a block's ``x-notes``), or the prose here, never the README itself:
-tests/test_config_docs.py checks that the committed file is this module's output.
+tests/test_config_defaults.py checks that the committed file is this module's output.
 """
 
 from __future__ import annotations

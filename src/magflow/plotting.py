@@ -1,4 +1,4 @@
-"""The figure primitives every step that draws uses: matplotlib without a display, and an atomic PNG save."""
+"""Figure primitives: matplotlib without a display, and an atomic PNG save (the evaluation, report and AB-MIL figures)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 # Look-ups for every stage: the plan (magflow.plan, every decision made and checked once) read by the rules.
-import os
 import sys
 
 from magflow.config import requested_targets
 from magflow.embed.labels import sidecar_path
-from magflow.errors import ConfigError
 from magflow.evaluate.registry import CONTROL_METRICS, METRIC_NAMES
 from magflow.plan import build_plan
+from magflow.plan import rule_resources as plan_rule_resources
 from magflow.plan.slides import is_mask
 from magflow.preemption import ignore_warning_signal
 from magflow.report.names import FIGURES, TABLES
@@ -31,16 +30,8 @@ ignore_warning_signal()
 
 
 def rule_resources(key, **fixed):
-    """The cluster resources of a rule: the entry `key` of config `resources` (the rule's name, or
-    `evaluate` for all evaluate_* rules) and `fixed`, the values that the rule's own settings decide (a GPU
-    count its command also uses). Keys left out come from the profile's default-resources; CPUs come from
-    the rule's threads."""
-    chosen = dict(config["resources"].get(key, {}))
-    for name, value in fixed.items():
-        if chosen.setdefault(name, value) != value:
-            raise ConfigError(f"config key 'resources.{key}.{name}': {chosen[name]!r} contradicts {value!r} "
-                              f"set by the rule's own settings; remove it from resources.{key}.")
-    return chosen
+    """config `resources.<key>`, checked against what the rule itself fixes (magflow.plan.rule_resources)."""
+    return plan_rule_resources(config["resources"], key, **fixed)
 
 
 PLAN = build_plan(config, requested_targets(sys.argv))
@@ -62,10 +53,7 @@ def slide_path(wildcards):
 
 
 def slide_input(wildcards):
-    """The slide as a tracked input when it exists or a rule makes it (phantoms). A missing file is not
-    an input, so it fails only its own job, with a message naming it, and --keep-going runs the rest."""
-    path = slide_path(wildcards)
-    return path if PLAN.slides.is_phantom(wildcards.slide_id) or os.path.exists(path) else []
+    return PLAN.slides.tracked_input(wildcards.slide_id) or []
 
 
 def slide_mpp(wildcards):
@@ -187,9 +175,7 @@ def benchmark_settings(wildcards):
 
 
 def benchmark_files(wildcards):
-    """A fixture's folder (its rule writes it), or the benchmark's label file / patient sheet."""
-    spec = BENCHMARKS[wildcards.benchmark]
-    return str(spec.root) if spec.fixture else str(spec.patients if spec.layout == "bracs-ms" else spec.labels)
+    return str(BENCHMARKS[wildcards.benchmark].input_path)
 
 
 def benchmark_records(wildcards):

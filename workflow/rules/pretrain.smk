@@ -16,7 +16,7 @@ rule pretrain:
         seed=run_seed,
         mad=run_mad,
         gpus=PRETRAIN["gpus"],
-    threads: max(1, PRETRAIN["train"].get("num_workers", 0))
+    threads: lambda wildcards: max(1, run_train(wildcards)["num_workers"])
     resources:
         **rule_resources("pretrain", gpu=PRETRAIN["gpus"]),
     log:

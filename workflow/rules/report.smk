@@ -1,5 +1,6 @@
 # Reports: each model's figures and tables from its metric records, the RankMe comparison across models, and
 # the self-contained index page (results/report/index.html) that gathers every stage's figures and tables.
+from magflow.evaluate.registry import MASK_METRICS
 from magflow.report.names import LABELS, TABLE_FILES
 
 
@@ -7,7 +8,7 @@ rule evaluation_figures:
     input:
         records=expand("results/eval/{{model}}/{metric}.json", metric=EVAL_METRICS),
         controls=control_records,
-        maps="results/eval/{model}/segmentation",
+        maps=expand("results/eval/{{model}}/{metric}", metric=MASK_METRICS),
         embeddings=eval_embeddings,
     output:
         # every figure and the tables page in the Snakemake report, with its caption eval_<key>.rst

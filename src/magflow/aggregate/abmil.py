@@ -186,13 +186,6 @@ def run_abmil_tasks(method: SlideMethod, region_files: Sequence[str | os.PathLik
     return records
 
 
-def run_abmil_method(method: SlideMethod, region_files: Sequence[str | os.PathLike[str]],
-                     labels: Mapping[str, str | None], out: str | os.PathLike[str], *, task: str = TASK,
-                     **kwargs: Any) -> dict[str, Any]:
-    """One task (``labels``: slide → label) of :func:`run_abmil_tasks`, its record written to ``out``."""
-    return run_abmil_tasks(method, region_files, {task: labels}, {task: out}, **kwargs)[task]
-
-
 def describe_splits(splits: Sequence[SlideSplit], config: MILConfig, from_sheet: bool) -> dict[str, Any]:
     """Where a record's splits come from, and each seed's train / val / test slides."""
     source = ({"source": "sheet"} if from_sheet else

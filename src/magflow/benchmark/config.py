@@ -44,6 +44,14 @@ class BenchmarkSpec:
     seed: int  # folds made by magflow (bracs-ms; generic without fold columns)
     fixture: bool  # a small synthetic folder the workflow writes at root (FIXTURE_FOLDER/<name>)
 
+    @property
+    def input_path(self) -> Path:
+        """What the benchmark step reads first, as the workflow tracks it: a fixture's folder (its rule writes it),
+        else the label file (tcga-ms, generic) or the patient sheet (bracs-ms)."""
+        if self.fixture:
+            return self.root
+        return Path(self.patients if self.layout == "bracs-ms" else self.labels)  # type: ignore[arg-type]
+
     @classmethod
     def from_config(cls, name: str, settings: Mapping[str, Any], check_paths: bool = True) -> BenchmarkSpec:
         """The entry ``benchmarks.<name>``; relative paths are taken from the working directory.

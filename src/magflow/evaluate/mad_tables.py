@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,19 +70,6 @@ class TableSettingsLike(Protocol):
     probe: str
     segmentation_train_mpp: float
     seed: int
-
-
-@dataclass(frozen=True)
-class MadTableSettings:
-    """The paper's settings: kNN k = 20, 5 runs, its linear classifier, segmentation probe at 10×."""
-
-    knn_k: int = 20
-    runs: int = 5
-    probe: str = "paper-linear"
-    segmentation_train_mpp: float = 1.0
-    seed: int = 0
-    epochs: int = PAPER_EPOCHS      # paper-linear: most epochs (early stopping on val)
-    patience: int = PAPER_PATIENCE  # paper-linear: epochs without a better val loss before stopping
 
 
 def _mag_key(mpp: float) -> str:

@@ -26,6 +26,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from magflow.defaults import default
 from magflow.evaluate.cms import PROTOCOL as CMS
 from magflow.evaluate.cms import cms_probes
 from magflow.evaluate.data import EvalData, l2_normalize, mpp_key
@@ -244,8 +245,8 @@ PAPER_OPTIMIZER = "Adam"
 PAPER_LR = 1e-4
 PAPER_BATCH = 64
 PAPER_LOSS = "cross-entropy"
-PAPER_EPOCHS = 100
-PAPER_PATIENCE = 10
+PAPER_EPOCHS = default("evaluate.mad.epochs")      # the paper gives none: magflow's choice, early stopping on val
+PAPER_PATIENCE = default("evaluate.mad.patience")
 
 
 def logistic_record(probe: LinearProbe) -> dict[str, object]:

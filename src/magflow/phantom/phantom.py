@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from magflow.defaults import default
 from magflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def make_phantom(slide_id: str, label: str | None, settings: Mapping[str, Any],
     from magflow.phantom.slide import PhantomSpec, write_phantom
 
     override = dict(settings.get("per_slide", {}).get(slide_id, {}))
-    seed = override.pop("seed", phantom_seed(int(settings.get("seed", 0)), slide_id))
+    seed = override.pop("seed", phantom_seed(int(settings.get("seed", default("phantom.seed"))), slide_id))
     geometry = {k: settings[k] for k in ("width_um", "height_um", "mpp", "jpeg_quality") if k in settings}
     geometry.update(override)
     planted = phantom_cross_scale(slide_id, cross_scale, label)

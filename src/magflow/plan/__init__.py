@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from magflow.benchmark.config import BenchmarkSpec, benchmark_specs
+from magflow.errors import ConfigError
 from magflow.evaluate.settings import EvalSettings
 from magflow.plan.aggregate import AggregatePlan, plan_aggregate
 from magflow.plan.models import MadPlan, ModelPlan, plan_mad, plan_models, resample_warning
 from magflow.plan.runs import RunPlan, plan_runs
 from magflow.plan.slides import SlidePlan, read_slides, require_tileset
 
-__all__ = ["Plan", "build_plan", "require_tileset"]
+__all__ = ["Plan", "build_plan", "require_tileset", "rule_resources"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,16 @@ def build_plan(config: Mapping[str, Any], targets: Sequence[str] | None = None) 
     mad = plan_mad(config, models, runs.mad_runs(), slides.masks())
     aggregate = plan_aggregate(config, slides, models.embed_models, targets)
     return Plan(slides, runs, models, benchmarks, mad, aggregate, [warning] if warning else [])
+
+
+def rule_resources(resources: Mapping[str, Mapping[str, Any]], key: str, **fixed: Any) -> dict[str, Any]:
+    """The cluster resources of a rule: the entry ``key`` of config ``resources`` (the rule's name, or
+    ``evaluate`` for every evaluation job) and ``fixed``, the values that the rule's own settings decide (a GPU
+    count its command also uses), which an entry may not contradict. Keys left out come from the profile's
+    default-resources; CPUs come from the rule's threads."""
+    chosen = dict(resources.get(key, {}))
+    for name, value in fixed.items():
+        if chosen.setdefault(name, value) != value:
+            raise ConfigError(f"config key 'resources.{key}.{name}': {chosen[name]!r} contradicts {value!r} "
+                              f"set by the rule's own settings; remove it from resources.{key}.")
+    return chosen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,13 @@ class SlidePlan:
     def is_phantom(self, slide_id: str) -> bool:
         """A demo slide the phantom rule writes."""
         return self.entry(slide_id).path.startswith(PHANTOM_FOLDER)
+
+    def tracked_input(self, slide_id: str) -> str | None:
+        """The slide file as a tracked input when it exists or a rule writes it (a phantom), else None: a missing
+        file is then no input, so it fails only its own job, with a message naming it, and --keep-going runs
+        the others."""
+        path = self.entry(slide_id).path
+        return path if self.is_phantom(slide_id) or os.path.exists(path) else None
 
     def label_source(self, slide_id: str) -> str | None:
         """Where a slide's tile labels come from: its sheet `annotation` (label mask or CSV), else a phantom's truth."""

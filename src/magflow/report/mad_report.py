@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from magflow.atomic import atomic_path
+from magflow.defaults import default
 from magflow.embed.control import control_of
 from magflow.pages import escape, notes, page, table
 from magflow.tsv import write_tsv
@@ -159,7 +160,7 @@ def write_mad_tables(records: Mapping[str, str | os.PathLike[str]], tsv: str | o
         _write_tsv(table5_tsv, t5)
     first = next(iter(data.values()), {})
     settings = first.get("settings", {})
-    tileset = escape(settings.get("tileset", "mad"))
+    tileset = escape(settings.get("tileset", default("evaluate.mad.tileset")))
     intro = (f"<p>The MAD paper's evaluation (protocol <code>mad-paper</code>) on the <code>{tileset}</code> tile "
              "set's own grids: every kept tile of 2.5×, 10× and 40× embedded at its own scale, labelled by the "
              "majority class of the label mask under it; the slide sheet's train / val / test split. Records: "
