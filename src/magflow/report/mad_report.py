@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +62,21 @@ def _mags(scores: Mapping[str, Any]) -> list[str]:
     return [m for m in MAGNIFICATIONS if m in scores] + [m for m in scores if m not in MAGNIFICATIONS]
 
 
-def table4_rows(records: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[str, str]], list[str]]:
-    rows, notes = [], []
+def _sections(records: Mapping[str, Mapping[str, Any]], key: str, title: str,
+              notes: list[str]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(model, its record's ``key`` section) for every record whose section ran; a note for each that did not."""
     for model, record in records.items():
-        section = record.get("hierarchy", {})
+        section = record.get(key, {})
         if section.get("status") != "ok":
-            notes.append(f"{model}: Table 4 skipped: {section.get('reason', 'no record')}")
+            notes.append(f"{model}: {title} skipped: {section.get('reason', 'no record')}")
             continue
+        yield model, section
+
+
+def table4_rows(records: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[str, str]], list[str]]:
+    rows: list[dict[str, str]] = []
+    notes: list[str] = []
+    for model, section in _sections(records, "hierarchy", "Table 4", notes):
         for key, pair in section.get("pairs", {}).items():
             counts = pair.get("counts", {})
             row = {"model": model_label(model), "pair": pair.get("pair", key)}
@@ -88,12 +96,9 @@ def table4_rows(records: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[str
 
 
 def table3_rows(records: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[str, str]], list[str]]:
-    rows, notes = [], []
-    for model, record in records.items():
-        section = record.get("table3", {})
-        if section.get("status") != "ok":
-            notes.append(f"{model}: Table 3 skipped: {section.get('reason', 'no record')}")
-            continue
+    rows: list[dict[str, str]] = []
+    notes: list[str] = []
+    for model, section in _sections(records, "table3", "Table 3", notes):
         scores = section.get("scores", {})
         mags = _mags(scores)
         classes = list(dict.fromkeys(c for m in mags for c in scores[m].get("classes", [])))
@@ -119,12 +124,9 @@ def table3_rows(records: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[str
 
 
 def table5_rows(records: Mapping[str, Mapping[str, Any]]) -> tuple[list[dict[str, str]], list[str]]:
-    rows, notes = [], []
-    for model, record in records.items():
-        section = record.get("table5", {})
-        if section.get("status") != "ok":
-            notes.append(f"{model}: Table 5 skipped: {section.get('reason', 'no record')}")
-            continue
+    rows: list[dict[str, str]] = []
+    notes: list[str] = []
+    for model, section in _sections(records, "table5", "Table 5", notes):
         scores = section.get("scores", {})
         row = {"model": model_label(model), "trained at": str(section.get("train_magnification", ""))}
         for metric, label in (("mean_iou", "mIoU"), ("mean_dice", "Dice"), ("pixel_accuracy", "pixel acc."),

@@ -148,28 +148,31 @@ def _commit(git: Any) -> str:
     return str(git["commit"])[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
 
 
-def _slide_level(tsv: str | os.PathLike[str] | None) -> list[str]:
+def _tsv_section(tsv: str | os.PathLike[str] | None, anchor: str, heading: str, note: str, caption: str,
+                 **table_options: Any) -> list[str]:
+    """A section of the index built from a table step's TSV (none when that step did not run)."""
     if not tsv:
         return []
+    return [f"<h2 id='{anchor}'>{heading}</h2>", note, table(read_tsv(tsv), caption, **table_options)]
+
+
+def _slide_level(tsv: str | os.PathLike[str] | None) -> list[str]:
     note = ("<p>AB-MIL on the slide-sheet tasks over region embeddings (mixing encoders pretrained with MEM/CMEM, a "
             "random mixer) and over tile embeddings of one or all magnifications: AUROC on held-out slides, mean "
             "± std over seeds. Per-seed records and reasons: <code>results/abmil/</code>, "
             "<code>results/report/abmil_auroc.html</code>; design decisions averaged over tasks: "
             "<a href='abmil_design.png'>abmil_design.png</a>.</p>")
-    return ["<h2 id='slide-level'>Slide level: region aggregation</h2>", note,
-            table(read_tsv(tsv), "AUROC (rows: methods and settings; columns: tasks)")]
+    return _tsv_section(tsv, "slide-level", "Slide level: region aggregation", note,
+                        "AUROC (rows: methods and settings; columns: tasks)")
 
 
 def _mad(tsv: str | os.PathLike[str] | None) -> list[str]:
-    if not tsv:
-        return []
     note = ("<p>The MAD paper's evaluation on the <code>mad</code> tile set's own grids (2.5×, 10×, 40×): Table 4 "
             "below; Tables 3 (per-class F1, AMI / DBI) and 5 (segmentation across magnifications, consistency %) with "
             "all three side by side: <a href='mad_tables.html'>mad_tables.html</a>; records: "
             "<code>results/mad/&lt;model&gt;/mad.json</code>; Fig 3: <code>&lt;model&gt;/mad_pca.png</code>.</p>")
-    return ["<h2 id='mad'>MAD evaluation</h2>", note,
-            table(read_tsv(tsv), "Table 4: Δhier and Δsem per scale pair (means over test-slide parents, bootstrap "
-                  "95% interval)", warn_key="note")]
+    return _tsv_section(tsv, "mad", "MAD evaluation", note, "Table 4: Δhier and Δsem per scale pair (means over "
+                        "test-slide parents, bootstrap 95% interval)", warn_key="note")
 
 
 def _benchmarks(panels: Mapping[str, Mapping[str, str | os.PathLike[str]]] | None) -> list[str]:
