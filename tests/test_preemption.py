@@ -140,9 +140,10 @@ def torchrun_exit_codes(stderr: str) -> dict[int, int]:
 
 def test_a_signal_to_one_torchrun_worker_stops_every_worker_at_the_same_iteration(tmp_path):
     """Two gloo processes; only rank 1 gets SIGUSR1. Both must stop after the same iteration (else one would
-    wait forever in the next all-reduce) and rank 0 writes the checkpoint before either exits. Rank 1 exits
-    138; rank 0 exits 138 too, unless torchrun, seeing rank 1 gone, ends it with SIGTERM (-15) once it has
-    left the loop and its handlers are restored."""
+    wait forever in the next all-reduce) and rank 0 writes the checkpoint before either exits. Both ranks
+    raise the same stop and exit 138; whichever leaves second may instead be ended by torchrun, which sends
+    SIGTERM (-15) to the rest once one worker is gone. Which rank that is depends on scheduling, so the test
+    asks for one 138 and allows -15 for the other, never any other code."""
     stores = [write_store(tmp_path / f"{name}.h5", name, tiles=3, seed=seed) for name, seed in (("a", 1), ("b", 2))]
     write_sampler(build_sampler(SamplerConfig("cu")), tmp_path / "cu.json")
     out = tmp_path / "out"
@@ -162,7 +163,8 @@ def test_a_signal_to_one_torchrun_worker_stops_every_worker_at_the_same_iteratio
     _, stderr = torchrun.communicate(timeout=120)
     assert torchrun.returncode != 0, stderr[-3000:]
     exits = torchrun_exit_codes(stderr)
-    assert exits.keys() == {0, 1} and exits[1] == 138 and exits[0] in (138, -15), (exits, stderr[-3000:])
+    assert exits.keys() == {0, 1} and 138 in exits.values() and set(exits.values()) <= {138, -15}, \
+        (exits, stderr[-3000:])
     stopped = re.findall(rf"pretraining stopped by SIGUSR1 after iteration (\d+) of {ITERATIONS}", stderr)
     assert len(stopped) == 2 and len(set(stopped)) == 1, stderr[-3000:]  # both ranks, one iteration
     assert load_checkpoint(out / CHECKPOINT)["iteration"] == int(stopped[0])
