@@ -10,15 +10,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from magflow.aggregate.abmil_model import ABMIL, GatedAttention
-from magflow.aggregate.slide_eval import slide_auroc
+from magflow.aggregate.abmil import run_abmil
+from magflow.aggregate.abmil_model import ABMIL, GatedAttention, build_slide_model
 from magflow.aggregate.abmil_table import auroc_rows, write_auroc_table
 from magflow.aggregate.bags import RegionBag, SlideSet
 from magflow.aggregate.mixer import MixerConfig, MixingEncoder
 from magflow.aggregate.slide_eval import (MILConfig, evaluate_seeds, group_min_loss, mil_param_groups, mil_splits,
-                                          predict_proba, train_mil)
-from magflow.aggregate.abmil_model import build_slide_model
-from magflow.aggregate.abmil import run_abmil
+                                          predict_proba, slide_auroc, train_mil)
 from magflow.errors import ConfigError
 
 D = 8  # tile embedding dim of the synthetic slides

@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from magflow.aggregate.abmil_model import ABMIL
 from magflow.aggregate.abmil import mixer_description, run_abmil_tasks
-from magflow.aggregate.abmil_table import write_auroc_table
+from magflow.aggregate.abmil_model import ABMIL, build_slide_model
+from magflow.aggregate.abmil_table import design_summary, write_auroc_table, write_design_figure
 from magflow.aggregate.bags import RegionBag
-from magflow.aggregate.abmil_table import design_summary, write_design_figure
 from magflow.aggregate.methods import SlideMethod, slide_methods
 from magflow.aggregate.mixer import MixerConfig, MixingEncoder
 from magflow.aggregate.settings import MILConfig, check_tasks
-from magflow.aggregate.abmil_model import build_slide_model
 from magflow.aggregate.synthetic import write_synthetic_regions
 from magflow.errors import ConfigError
 from magflow.sheet import read_sheet

@@ -37,19 +37,18 @@ from typing import Any
 import h5py
 import torch
 
+from magflow import provenance
+from magflow.aggregate.abmil_model import SlideModel, build_slide_model
 from magflow.aggregate.bags import SlideSet, load_slides
 from magflow.aggregate.methods import SlideMethod
 from magflow.aggregate.mixer import MixingEncoder
 from magflow.aggregate.pretrain_mixer import CARD, MixerTrainConfig, load_mixer, mixer_loss_variant
-from magflow import provenance
-from magflow.aggregate.abmil_model import SlideModel, build_slide_model
-from magflow.aggregate.slide_eval import MILConfig, evaluate_seeds, mil_splits
+from magflow.aggregate.slide_eval import MILConfig, evaluate_seeds, mil_splits, seeded_mil_splits
 from magflow.errors import ConfigError
 from magflow.evaluate.record import OK, SKIPPED, plain, write_record
-from magflow.evaluate.splits import SlideSplit, choose_splits, seeded_splits
+from magflow.evaluate.splits import SlideSplit, choose_splits
 
 log = logging.getLogger(__name__)
-TASK = "label"  # the default task: the slide sheet's label column
 
 
 def _region_scales(path: str | os.PathLike[str]) -> tuple[list[float], int]:
@@ -77,13 +76,8 @@ def task_splits(slides: SlideSet, config: MILConfig, setting: str,
     """``evaluate.splits`` on one task's slides: the sheet's splits to use (None: seeded splits) and the record's
     account of the choice. Under ``auto`` the sheet's split stands in only where it has a training slide; where
     neither works, the seeded splits' error skips the task."""
-
-    def seeded() -> list[SlideSplit]:
-        return seeded_splits(slides.labels, slides.ids, slides.groups, config.seeds,
-                             test_fraction=config.test_fraction, val_fraction=config.val_fraction)
-
     try:
-        choice = choose_splits(setting, seeded)
+        choice = choose_splits(setting, lambda: seeded_mil_splits(slides, config))
     except ValueError:  # `seeded`, and the slides cannot be split: run_abmil records the task as skipped
         return None, {"setting": setting, "mode": "seeded", "note": ""}
     if choice.mode == "sheet" and setting == "auto" and not any(

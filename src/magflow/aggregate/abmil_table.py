@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from magflow.atomic import atomic_path
+from magflow.evaluate.record import read_record
 from magflow.pages import mean_std, page, table
 from magflow.tsv import write_tsv
 
@@ -156,7 +157,6 @@ def tile_all_average(records: Sequence[Mapping[str, Any]]) -> float | None:
 def write_design_figure(records: Sequence[str | os.PathLike[str]] | Sequence[Mapping[str, Any]],
                         path: str | os.PathLike[str]) -> dict[str, dict[str, list[float]]]:
     """Draw the summary of ``records`` (paths or loaded records) to ``path`` (PNG); return the summary."""
-    from magflow.evaluate.record import read_record
     from magflow.plotting import plt, save
 
     loaded = [r if isinstance(r, Mapping) else read_record(r) for r in records]
@@ -194,10 +194,8 @@ def abmil_table(records: Sequence[str | os.PathLike[str]], tsv: str | os.PathLik
                 design: str | os.PathLike[str] | None = None) -> Path:
     """The `abmil_table` step: the AUROC table of the records (TSV and HTML, in the order given: the table's row
     order) and, when ``design`` is given, the design-decision figure."""
-    from magflow.evaluate.record import read_record
-
-    write_auroc_table([read_record(path) for path in records], tsv, html,
-                      title="Slide-level AB-MIL: AUROC on held-out slides (mean ± std over seeds)")
+    loaded = [read_record(path) for path in records]
+    write_auroc_table(loaded, tsv, html, title="Slide-level AB-MIL: AUROC on held-out slides (mean ± std over seeds)")
     if design is not None:
-        write_design_figure(records, design)
+        write_design_figure(loaded, design)
     return Path(html)

@@ -57,6 +57,8 @@ from magflow.evaluate.probes import mean_std
 from magflow.evaluate.splits import SlideSplit, seeded_splits
 from magflow.training import resume_state, save_checkpoint, weight_decay_exempt
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Auroc:
@@ -81,9 +83,6 @@ def slide_auroc(labels: ArrayLike, probs: ArrayLike) -> Auroc:
     absent = sorted(set(range(n_classes)) - set(present.tolist()))
     value = float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present]))
     return Auroc(value, f"class(es) {absent} absent from the held-out slides: macro AUROC over {present.tolist()}")
-
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -223,10 +222,15 @@ def mil_splits(slides: SlideSet, config: MILConfig, sheet_splits: Mapping[str, s
                  for name in ("train", "val", "test")}
         return [SlideSplit(parts["train"], parts["val"], parts["test"], seed) for seed in config.seeds]
     try:
-        return seeded_splits(slides.labels, slides.ids, slides.groups, config.seeds,
-                             test_fraction=config.test_fraction, val_fraction=config.val_fraction)
+        return seeded_mil_splits(slides, config)
     except ValueError as error:
         raise ConfigError(f"abmil splits: {error}") from error
+
+
+def seeded_mil_splits(slides: SlideSet, config: MILConfig) -> list[SlideSplit]:
+    """The seeded splits of ``slides``, one per seed of ``config``; ValueError when the slides cannot be split."""
+    return seeded_splits(slides.labels, slides.ids, slides.groups, config.seeds,
+                         test_fraction=config.test_fraction, val_fraction=config.val_fraction)
 
 
 def _identity(slides: SlideSet, splits: Sequence[SlideSplit], config: MILConfig) -> dict[str, Any]:
