@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from snakemake.utils import Paramspace, update_config, validate
+from snakemake.utils import Paramspace, update_config
 
 from magflow.aggregate.methods import MIXER_COLUMNS, check_mixer_runs
 from magflow.aggregate.settings import MILConfig, MixerTrainConfig
-from magflow.config import check_config
+from magflow.config import load_config
 from magflow.embed.external import external_models
 from magflow.errors import ConfigError
 from magflow.evaluate.settings import EvalSettings
@@ -70,11 +70,8 @@ def merged_config() -> dict:
 
 
 def validated(config: dict) -> dict:
-    """As the Snakefile does: magflow's named checks, then Snakemake's validation (which fills defaults)."""
-    config = copy.deepcopy(config)
-    check_config(config, SCHEMA)
-    validate(config, str(SCHEMA))
-    return config
+    """As the Snakefile does: the one check that types --config strings, fills every default and names each problem."""
+    return load_config(copy.deepcopy(config), SCHEMA)
 
 
 def leaves(node, prefix=""):

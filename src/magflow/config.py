@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import jsonschema
 import yaml
 
-from magflow.defaults import CHECKED_BY, entry_schema, resolve
+from magflow.defaults import CHECKED_BY, SAFE_LOADER, entry_schema, resolve, schema_text
+from magflow.defaults import schema as packaged_schema
 from magflow.errors import ConfigError
 
 
@@ -139,8 +140,10 @@ def _raise(problems: Sequence[str]) -> None:
 
 
 def _read_schema(schema_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The schema at ``schema_path``; the package's parsed copy (read once per process) when it is that file."""
     with open(schema_path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        text = handle.read()
+    return packaged_schema() if text == schema_text() else yaml.load(text, Loader=SAFE_LOADER)
 
 
 def check_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str]) -> None:

@@ -31,6 +31,8 @@ CHECKED_BY = "x-checked-by"
 NOTES = "x-notes"
 OVERRIDES = "x-overrides"  # a block whose keys are another block's, each replacing that block's value
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader where PyYAML has it: 10x faster
+
 Cls = TypeVar("Cls", bound=type)
 
 
@@ -42,7 +44,7 @@ def schema_text() -> str:
 @functools.cache
 def schema() -> dict[str, Any]:
     """The config schema, read once (do not modify it: :func:`default` hands out copies)."""
-    return yaml.safe_load(schema_text())
+    return yaml.load(schema_text(), Loader=SAFE_LOADER)
 
 
 def resolve(node: Mapping[str, Any], root: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -134,7 +134,6 @@ def pretrain_targets():
 # -- embeddings: every slide's stores of one tile set, embedded by each run and each external baseline ---
 EMBED = config["embed"]
 MODELS = PLAN.models
-EXTERNAL_MODELS = MODELS.external
 EMBED_MODELS = MODELS.embed_models
 # Every run's control, {run}~init: its network at initialisation (same architecture and seed), rebuilt from the
 # run's model card at embed time, evaluated on the profile families only and drawn dashed beside the run.

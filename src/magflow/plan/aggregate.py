@@ -55,5 +55,5 @@ def plan_aggregate(config: Mapping[str, Any], slides: SlidePlan, embed_models: S
     check_mixer_sweep(settings["pretrain"], mixer_runs, settings["runs"], settings["t"], scales, lines=lines)
     MILConfig.from_config(settings["abmil"])
     methods = slide_methods(mixer_runs, settings["modes"], scales)
-    tasks = check_tasks(settings["tasks"], {e.slide_id: e for e in slides.entries}, config["slides"])
+    tasks = check_tasks(settings["tasks"], slides.by_id, config["slides"])
     return AggregatePlan(encoder, scales, mixer_runs, methods, tasks)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from magflow.embed.control import CONTROL_KEY, control_name
-from magflow.defaults import default
 from magflow.embed.external import ExternalModel, external_models
 from magflow.errors import ConfigError
 from magflow.evaluate.mad_eval import MadEvalSettings, check_mad_scales
@@ -78,12 +77,12 @@ def resample_warning(config: Mapping[str, Any]) -> str | None:
     """Why embed.resample `finest` will skip the coarse mpps (the finest scale's tiles too small), or None."""
     embed = config["embed"]
     tiles = config["tilesets"][embed["tileset"]]
-    window = round(tiles.get("cell_px", default("tilesets.<name>.cell_px")) * max(embed["mpps"]) / min(tiles["scales"]))
-    if embed["resample"] != "finest" or tiles.get("source_px", default("tilesets.<name>.source_px")) >= window:
+    window = round(tiles["cell_px"] * max(embed["mpps"]) / min(tiles["scales"]))
+    if embed["resample"] != "finest" or tiles["source_px"] >= window:
         return None
     return (f"embed.resample 'finest' cuts the {max(embed['mpps']):g} mpp view as a {window} px window of "
             f"the {min(tiles['scales']):g} mpp scale, but tilesets.{embed['tileset']}.source_px is "
-            f"{tiles.get('source_px', default('tilesets.<name>.source_px'))}: the coarse mpps will be skipped. Give that tile set source_px >= "
+            f"{tiles['source_px']}: the coarse mpps will be skipped. Give that tile set source_px >= "
             f"{window}, or set embed.resample: nearest_scale.")
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from snakemake.utils import Paramspace
 
 from magflow.plan.slides import require_tileset
 from magflow.pretrain.mad_config import check_mad_runs
@@ -24,17 +25,10 @@ SAMPLER_FILENAME_COLUMNS = ("strategy", "lam", "mpp")  # the other columns (kern
 
 
 def instance_names(frame: pd.DataFrame, filename_columns: Sequence[str] | None = None) -> list[str]:
-    """Each row's Paramspace name: ``column~value`` (NA when empty), the columns not in ``filename_columns``
-    as folders, then ``filename_columns`` (all when None) joined by ``_``."""
-    names = list(frame.columns) if filename_columns is None else list(filename_columns)
-    folders = [c for c in frame.columns if c not in names]
-
-    def part(column: str, value: Any) -> str:
-        return f"{column}~{'NA' if pd.isna(value) else value}"
-
-    return ["/".join([*(part(c, v) for c, v in zip(folders, row[:len(folders)])),
-                      "_".join(part(c, v) for c, v in zip(names, row[len(folders):]))])
-            for row in frame[[*folders, *names]].itertuples(index=False)]
+    """Each row's name as Snakemake's Paramspace gives it (``column~value``, NA when empty): the columns not in
+    ``filename_columns`` as folders, then ``filename_columns`` (all when None) joined by ``_``."""
+    space = Paramspace(frame, filename_params=list(filename_columns) if filename_columns is not None else "*")
+    return list(space.instance_patterns)
 
 
 def read_sweep(path: str) -> tuple[pd.DataFrame, Sequence[int]]:
@@ -55,9 +49,8 @@ class Sampler:
 
 @dataclass(frozen=True)
 class Run:
-    """One pretraining run: its sheet row, seed, training settings and tile set; a sampler or MAD settings."""
+    """One pretraining run: its seed, training settings and tile set; a sampler or MAD settings."""
 
-    row: Mapping[str, Any]
     seed: int
     train: Mapping[str, Any]
     tileset: str
@@ -83,9 +76,9 @@ class RunPlan:
 
 def plan_samplers(settings: Mapping[str, Any]) -> dict[str, Sampler]:
     """One sampler per row of samplers.sweep, checked before any job."""
-    frame = pd.read_csv(settings["sweep"], sep="\t", comment="#")
+    frame, lines = read_sweep(settings["sweep"])
     rows = frame.to_dict("records")
-    check_sweep(rows, settings, source=settings["sweep"], lines=data_lines(settings["sweep"]))
+    check_sweep(rows, settings, source=settings["sweep"], lines=lines)
     names = instance_names(frame[list(SWEEP_COLUMNS)], SAMPLER_FILENAME_COLUMNS)
     return {name: Sampler(row, sampler_config(row, settings)) for name, row in zip(names, rows)}
 
@@ -102,19 +95,19 @@ def plan_runs(config: Mapping[str, Any]) -> RunPlan:
     check_runs(rows, source=pretrain["runs"], lines=lines)
     names = instance_names(frame[list(RUN_COLUMNS)])
     check_run_columns(train, dict(zip(names, rows)), pretrain["runs"], lines=lines)
-    mad = dict(pretrain.get("mad") or {})
-    mad_tileset = mad.pop("tileset", "mad")
-    mad_train = {**pretrain["train"], **mad.pop("train", {})}  # whole keys of pretrain.train replaced
+    mad = dict(pretrain["mad"])
+    mad_tileset = mad.pop("tileset")
+    mad_overrides = mad.pop("train")
+    mad_train = {**pretrain["train"], **mad_overrides}  # whole keys of pretrain.train replaced
     sampler_names, sampler_rows = list(samplers), [s.row for s in samplers.values()]
     runs = {}
     for line, name, row in zip(lines, names, rows):
         if is_mad(row):
-            runs[name] = Run(row, int(row["seed"]), mad_train, mad_tileset, mad=mad_settings(row, mad))
+            runs[name] = Run(int(row["seed"]), mad_train, mad_tileset, mad=mad_settings(row, mad))
         else:
             index = match_sampler(row, sampler_rows, config["samplers"], f"{pretrain['runs']}, line {line}")
-            runs[name] = Run(row, int(row["seed"]), pretrain["train"], tileset, sampler=sampler_names[index])
+            runs[name] = Run(int(row["seed"]), pretrain["train"], tileset, sampler=sampler_names[index])
     if any(is_mad(row) for row in rows):  # unknown or invalid MAD keys, and their training settings
-        check_mad_runs(mad, pretrain["train"], (pretrain.get("mad") or {}).get("train") or {}, config["tilesets"],
-                       mad_tileset)
+        check_mad_runs(mad, pretrain["train"], mad_overrides, config["tilesets"], mad_tileset)
     return RunPlan(samplers, runs)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -43,8 +44,13 @@ class SlidePlan:
     def ids(self) -> list[str]:
         return [e.slide_id for e in self.entries]
 
+    @cached_property
+    def by_id(self) -> dict[str, SlideEntry]:
+        """Slide id -> its row: every per-slide look-up of a parse (and of each job) is a dict look-up."""
+        return {e.slide_id: e for e in self.entries}
+
     def entry(self, slide_id: str) -> SlideEntry:
-        return next(e for e in self.entries if e.slide_id == slide_id)
+        return self.by_id[slide_id]
 
     def is_phantom(self, slide_id: str) -> bool:
         """A demo slide the phantom rule writes."""
