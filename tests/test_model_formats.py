@@ -297,7 +297,8 @@ def test_a_finished_run_gets_its_timm_folder_afterwards(tmp_path, capsys):
 
 
 def test_the_command_line_names_external_models_in_every_format(local_dir):
-    from magflow.cli import _encoder_source, build_parser
+    from magflow.cli import build_parser
+    from magflow.cli.embedding import _encoder_source
 
     args = build_parser().parse_args(["embed", "s.h5", "--out", "e.h5", "--timm-name", f"local-dir:{local_dir}",
                                       "--feature", "pooled", "--mean", "0.5", "0.5", "0.5", "--name", "mine"])

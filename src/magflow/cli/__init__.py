@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from magflow import __version__
 from magflow.cli import aggregation, benchmarks, embedding, evaluation, pretraining, reports, sampling, slides
 from magflow.cli.common import Handler
-from magflow.cli.embedding import _encoder_source
 from magflow.errors import MagflowError
 
-__all__ = ["main", "build_parser", "_encoder_source"]
+__all__ = ["main", "build_parser"]
 
 # each stage module registers its verbs (a module is not named after a step: one module per step name);
 # in this order, the order of `magflow --help`

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from magflow.benchmark.config import FIXTURE_LAYOUTS, FIXTURE_SIZES
 from magflow.benchmark.paths import LAYOUTS
-from magflow.cli.common import add_device, add_mean_patch, add_verb, wrote
+from magflow.cli.common import add_device, add_mean_patch, add_verb, listed, wrote
 from magflow.cli.embedding import _add_encoder_arguments, _encoder_source
 from magflow.defaults import default
 
-MPPS_HELP = "mpps (default: 0.25 0.375 0.5 0.75 1 1.5 2)"
+MPPS_HELP = f"mpps (default: {listed(default('benchmarks.<name>.mpps'))})"
 
 
 def _benchmark(args: argparse.Namespace) -> int:

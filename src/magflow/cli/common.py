@@ -34,6 +34,11 @@ def add_pairs(p: argparse.ArgumentParser, flag: str, help: str, metavar: str = "
     p.add_argument(flag, nargs="*", default=[], metavar=metavar, help=help)
 
 
+def listed(values: Sequence[float]) -> str:
+    """A list default as a help text shows it: ``0.25 0.375 0.5``."""
+    return " ".join(f"{v:g}" for v in values)
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
 

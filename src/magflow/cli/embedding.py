@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from magflow.cli.common import add_device, add_pairs, add_verb, pairs, wrote
+from magflow.cli.common import add_device, add_pairs, add_verb, listed, pairs, wrote
 from magflow.defaults import default
 from magflow.embed.control import InitControl
 from magflow.embed.external import FEATURES, ExternalModel
@@ -65,10 +65,10 @@ def _encoder_or_control(args: argparse.Namespace) -> str | ExternalModel | InitC
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from magflow.embed import PROFILE_MPPS, embed_tileset
+    from magflow.embed import embed_tileset
 
     model = _encoder_or_control(args)
-    summary = embed_tileset(args.stores, args.out, model, name=args.name, mpps=args.mpps or PROFILE_MPPS,
+    summary = embed_tileset(args.stores, args.out, model, name=args.name, mpps=args.mpps,
                             anchor_mpp=args.anchor_mpp, resample=args.resample, mean_patch=args.mean_patch,
                             labels=pairs(args.labels, "--labels"), label_csv=args.label_csv,
                             batch_size=args.batch_size, workers=args.workers, device=args.device)
@@ -83,7 +83,8 @@ def add_parsers(steps: argparse._SubParsersAction) -> None:
     p.add_argument("stores", nargs="+", help="the tile stores of one tile set, e.g. results/tiles/eval/*.h5")
     p.add_argument("--out", required=True, help="output HDF5 file, e.g. results/embeddings/MODEL/eval.h5")
     _add_encoder_arguments(p)
-    p.add_argument("--mpps", type=float, nargs="+", help="target mpps (default: 0.25 0.375 0.5 0.75 1 1.5 2)")
+    p.add_argument("--mpps", type=float, nargs="+", default=default("embed.mpps"),
+                   help=f"target mpps (default: {listed(default('embed.mpps'))})")
     p.add_argument("--anchor-mpp", type=float, help="the tiles' scale (default: the tile set's finest)")
     p.add_argument("--resample", choices=("finest", "nearest_scale"), default=default("embed.resample"),
                    help="finest: every view resized from the finest stored scale by one filter; nearest_scale: "
