@@ -208,20 +208,19 @@ def eval_embeddings(wildcards):
     return f"results/embeddings/{wildcards.model}/{EMBED['tileset']}.h5"
 
 
-def eval_masks():
-    """Slide id → label mask (a CSV is no mask): the ground truth that segmentation is scored against."""
-    return PLAN.slides.masks()
+# Slide id → label mask (a CSV is no mask): the ground truth that segmentation is scored against
+EVAL_MASKS = PLAN.slides.masks()
 
 
 def eval_mask_files(wildcards):
-    return label_files(eval_masks().values())
+    return label_files(EVAL_MASKS.values())
 
 
 EVAL_CONTEXT = {
     "settings": EVALUATE,
     "sheet_splits": PLAN.slides.splits(),
     "groups": PLAN.slides.groups(),
-    "masks": eval_masks(),
+    "masks": EVAL_MASKS,
 }
 
 

@@ -12,7 +12,7 @@ rule mad_embed:
         tiles="results/mad/{model}/tiles.h5",
     params:
         model=embed_model,
-        masks=eval_masks(),
+        masks=EVAL_MASKS,
         splits=EVAL_CONTEXT["sheet_splits"],
         batch_size=EMBED["batch_size"],
         mean_patch=EMBED["mean_patch"],
@@ -41,8 +41,8 @@ rule mad_eval:
             labels={"model": "{model}", "figure": "MAD Fig 3: PCA of parents and children"},
         ),
     params:
-        masks=eval_masks(),
-        settings=dict(EVALUATE.get("mad") or {}),
+        masks=EVAL_MASKS,
+        settings=dict(EVALUATE["mad"]),
     resources:
         **rule_resources("mad_eval"),
     log:
