@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -52,24 +52,16 @@ from magflow.errors import ConfigError
 from magflow.evaluate.clustering import KMEANS_N_INIT, kmeans_scores
 from magflow.evaluate.mad_tiles import MadScale, MadTiles
 from magflow.evaluate.probe_names import check_probe
-from magflow.evaluate.probes import (KNN_METRIC, KNN_WEIGHTS, PAPER_EPOCHS, PAPER_PATIENCE, STD_DDOF, Probe, fit_probe,
-                                     knn_predict, probe_record)
+from magflow.evaluate.probes import KNN_METRIC, KNN_WEIGHTS, STD_DDOF, Probe, fit_probe, knn_predict, probe_record
 from magflow.evaluate.record import MetricSkipped
 from magflow.evaluate.segmentation import (BACKGROUND, confusion_scores, pixel_confusion, tile_coverage,
                                           tile_label_map)
 from magflow.palette import write_label_png
 
+if TYPE_CHECKING:
+    from magflow.evaluate.mad_eval import MadEvalSettings  # mad_eval imports this module to run the tables
+
 CONSISTENCY = "100 · mIoU(finest magnification) / mIoU(training magnification): 40× / 10× in the paper"
-
-
-class TableSettingsLike(Protocol):
-    """What the tables read from their settings (``evaluate.mad``); ``epochs``/``patience`` are optional."""
-
-    knn_k: int
-    runs: int
-    probe: str
-    segmentation_train_mpp: float
-    seed: int
 
 
 def _mag_key(mpp: float) -> str:
@@ -77,12 +69,12 @@ def _mag_key(mpp: float) -> str:
     return magnification(mpp).replace("×", "x")
 
 
-def _check(settings: TableSettingsLike) -> tuple[str, int, int]:
+def _check(settings: MadEvalSettings) -> tuple[str, int, int]:
     probe = check_probe(str(settings.probe), "evaluate.mad.probe")
     if int(settings.runs) < 1 or int(settings.knn_k) < 1:
         raise ConfigError(f"evaluate.mad: runs ({settings.runs}) and knn_k ({settings.knn_k}) must be >= 1")
-    epochs = int(getattr(settings, "epochs", PAPER_EPOCHS))
-    patience = int(getattr(settings, "patience", PAPER_PATIENCE))
+    epochs = int(settings.epochs)
+    patience = int(settings.patience)
     if epochs < 1 or patience < 1:
         raise ConfigError(f"evaluate.mad: epochs ({epochs}) and patience ({patience}) must be >= 1")
     return probe, epochs, patience
@@ -117,7 +109,7 @@ def _fit(probe: str, scale: MadScale, rows: Mapping[str, np.ndarray], seed: int,
                      epochs=epochs, patience=patience)
 
 
-def _table3_scale(tiles: MadTiles, scale: MadScale, settings: TableSettingsLike, probe: str, epochs: int,
+def _table3_scale(tiles: MadTiles, scale: MadScale, settings: MadEvalSettings, probe: str, epochs: int,
                   patience: int) -> dict[str, Any]:
     rows = _split_rows(tiles, scale)
     counts = {f"n_{part}": int(len(r)) for part, r in rows.items()}
@@ -168,7 +160,7 @@ def pooled_kmeans(tiles: MadTiles, seed: int = 0) -> dict[str, Any]:
             "features": "L2-normalised"}
 
 
-def table3(tiles: MadTiles, settings: TableSettingsLike) -> dict[str, Any]:
+def table3(tiles: MadTiles, settings: MadEvalSettings) -> dict[str, Any]:
     """Per-class F1 of the linear probe and kNN per magnification, and the pooled K-Means scores."""
     probe, epochs, patience = _check(settings)
     per_mag, left_out = {}, {}
@@ -202,7 +194,7 @@ def _scores(confusion: np.ndarray, labelled: int, names: list[str]) -> dict[str,
             "per_class_dice": {_name(names, c): v for c, v in s.per_class_dice.items()}}
 
 
-def table5(tiles: MadTiles, masks: Mapping[str, str | os.PathLike[str]], settings: TableSettingsLike,
+def table5(tiles: MadTiles, masks: Mapping[str, str | os.PathLike[str]], settings: MadEvalSettings,
            maps_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Segmentation of the test slides at every magnification by one probe trained at 10×; writes the maps."""
     probe, epochs, patience = _check(settings)

@@ -11,8 +11,8 @@ from magflow.defaults import schema_defaults
 from magflow.errors import ConfigError
 from magflow.evaluate.probe_names import check_probe
 from magflow.evaluate.rankme import RANKME_DEFINITIONS
+from magflow.evaluate.splits import SPLIT_MODES
 
-SPLIT_MODES = ("auto", "seeded", "sheet")
 # magflow: per-mpp probes on seeded group splits (probes.py); cms: the continuous-magnification authors' (cms.py)
 PROTOCOLS = ("magflow", "cms")
 

@@ -19,7 +19,7 @@ import numpy as np
 from magflow.evaluate.data import EvalData
 from magflow.evaluate.record import MetricSkipped
 from magflow.evaluate.settings import EvalContext
-from magflow.evaluate.splits import SlideSplit, choose_splits, distinct_splits, split_slides, split_units
+from magflow.evaluate.splits import SlideSplit, choose_splits, distinct_splits, seeded_splits, split_units
 
 SHEET_SEED = -1
 
@@ -59,9 +59,9 @@ def plan_splits(data: EvalData, context: EvalContext) -> SplitPlan:
     groups = np.array([_group(context.groups.get(s), s) for s in slides], dtype=object).astype(str)
     n_units = len(np.unique(split_units(slides, groups)))
     try:
-        choice = choose_splits(settings.splits, lambda: [
-            split_slides(labels, slides, groups, seed, settings.test_fraction, settings.val_fraction)
-            for seed in settings.seeds])
+        choice = choose_splits(settings.splits, lambda: seeded_splits(
+            labels, slides, groups, settings.seeds, test_fraction=settings.test_fraction,
+            val_fraction=settings.val_fraction))
     except ValueError as error:
         raise MetricSkipped(f"seeded slide splits are impossible: {error}") from None
     if choice.mode == "seeded":
