@@ -1,7 +1,8 @@
 """The one HTML engine of every page magflow writes: a page, its tables, its embedded figures, its numbers.
 
-Dependency-free (standard library only), with no magflow import: every step that writes a page uses it, and
-each page is self-contained (figures embedded as base64 PNGs), so it can be mailed or archived alone.
+Standard library only, besides ``magflow.atomic`` for writing a page into place (:func:`write_page`): every
+step that writes a page uses it, and each page is self-contained (figures embedded as base64 PNGs), so it can
+be mailed or archived alone.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from magflow.atomic import atomic_path
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -87,3 +90,10 @@ def page(title: str, *sections: str) -> str:
     """A whole HTML document: ``title`` as its title and heading, then ``sections`` (HTML) in order."""
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{''.join(sections)}</body></html>")
+
+
+def write_page(path: str | os.PathLike[str], title: str, *sections: str) -> Path:
+    """Write :func:`page` of ``title`` and ``sections`` to ``path`` atomically; return ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(page(title, *sections))
+    return Path(path)

@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from magflow.atomic import atomic_path
 from magflow.evaluate.record import read_record
-from magflow.pages import mean_std, page, table
+from magflow.pages import mean_std, table, write_page
 from magflow.tsv import write_tsv
 
 NOT_COMPUTED = "n/a"
@@ -100,8 +99,7 @@ def write_auroc_table(records: Sequence[Mapping[str, Any]], tsv_path: str | os.P
              "are tasks (slide sheet columns, <code>aggregate.tasks</code>); Average is the mean over tasks.</p>")
     notes = table(reason_rows(records), "Notes: cells not computed, seeds without an AUROC, classes left out",
                   warn_key="reason")
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(page(title, intro, table(rows, title), notes))
+    write_page(html_path, title, intro, table(rows, title), notes)
     return rows
 
 

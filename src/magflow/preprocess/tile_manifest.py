@@ -15,8 +15,7 @@ from typing import Any
 
 import h5py
 
-from magflow.atomic import atomic_path
-from magflow.pages import page, table
+from magflow.pages import table, write_page
 from magflow.tsv import write_tsv
 
 
@@ -59,8 +58,6 @@ def write_manifest(store_paths: Sequence[str | os.PathLike[str]], splits: Mappin
     kept = sum(r["kept"] for r in rows)
     intro = (f"<p>Tile set <b>{tileset}</b>: {len(store_paths)} slides, {kept} tiles kept. Scales a slide cannot "
              "serve without upsampling are listed as skipped; highlighted rows carry a note.</p>")
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(page(f"magflow - tile set {tileset}", intro,
-                            table([{k: r[k] for k in fields} for r in rows], "Tiles per slide and scale",
-                                  warn_key="note")))
+    write_page(html_path, f"magflow - tile set {tileset}", intro,
+               table([{k: r[k] for k in fields} for r in rows], "Tiles per slide and scale", warn_key="note"))
     return rows

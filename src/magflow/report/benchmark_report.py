@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from magflow.atomic import atomic_path
 from magflow.benchmark.record import read_record
 from magflow.embed.control import control_of
 from magflow.errors import ConfigError
-from magflow.pages import fmt, page, table
+from magflow.pages import fmt, table, write_page
 from magflow.plotting import plt, save
 from magflow.report.figures import CONTROL_LABEL, CONTROL_STYLE
 from magflow.tsv import write_tsv
@@ -183,8 +182,7 @@ def write_benchmark_report(paths: Sequence[str | os.PathLike[str]], figure: str 
     rows = table_rows(records)
     name = benchmark or next(iter(records.values()))["benchmark"]
     write_tsv(tsv_out, rows)
-    with atomic_path(html_out) as tmp:
-        tmp.write_text(page(f"magflow - benchmark {name}", table(rows, table_caption(name))))
+    write_page(html_out, f"magflow - benchmark {name}", table(rows, table_caption(name)))
     return rows
 
 

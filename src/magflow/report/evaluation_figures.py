@@ -16,12 +16,11 @@ from typing import Any
 
 import h5py
 
-from magflow.atomic import atomic_path
 from magflow.evaluate.data import EvalData
 from magflow.evaluate.record import read_record
 from magflow.evaluate.registry import METRIC_NAMES
 from magflow.evaluate.settings import EvalSettings
-from magflow.pages import page
+from magflow.pages import write_page
 from magflow.report.figures import plot_centroids, plot_cross_mpp, plot_probe_curves, plot_rankme_profile
 from magflow.report.names import FIGURES, TABLE_FILES, TABLES
 from magflow.report.pca import plot_hierarchy_pca
@@ -82,7 +81,6 @@ def write_model_report(eval_dir: str | os.PathLike[str], embeddings: str | os.Pa
         paths[key] = out / TABLE_FILES[key]
         write_tsv(paths[key], rows)
     paths["tables"] = out / TABLES
-    with atomic_path(paths["tables"]) as tmp:
-        tmp.write_text(page(f"magflow - {records['rankme']['model']}",
-                            *(model_table(key, rows) for key, rows in tables.items())))
+    write_page(paths["tables"], f"magflow - {records['rankme']['model']}",
+               *(model_table(key, rows) for key, rows in tables.items()))
     return paths

@@ -32,7 +32,7 @@ def is_standard(mpp: float) -> bool:
     return any(abs(mpp - s) < 1e-9 for s in STANDARD_MPPS)
 
 
-def _mpp_axis(ax: plt.Axes, mpps: Sequence[float]) -> None:
+def mpp_axis(ax: plt.Axes, mpps: Sequence[float]) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(mpps), [f"{m:g}" for m in mpps])
     ax.minorticks_off()
@@ -41,7 +41,7 @@ def _mpp_axis(ax: plt.Axes, mpps: Sequence[float]) -> None:
     ax.set_xlabel("mpp (µm/px): solid = standard, dotted = intermediate")
 
 
-def _profile(ax: plt.Axes, mpps: Sequence[float], values: Sequence[float], label: str, colour: Any) -> None:
+def profile(ax: plt.Axes, mpps: Sequence[float], values: Sequence[float], label: str, colour: Any) -> None:
     ax.plot(mpps, values, color=colour, lw=1.5, label=label)
     for m, v in zip(mpps, values):
         ax.plot(m, v, "o", color=colour, mfc=colour if is_standard(m) else "white", ms=6)
@@ -64,7 +64,7 @@ def _ok(record: Mapping[str, Any] | None) -> bool:
     return bool(record) and record.get("status") == "ok"
 
 
-def _control_line(ax: plt.Axes, mpps: Sequence[float], values: Sequence[float], colour: Any, label: str | None) -> None:
+def control_line(ax: plt.Axes, mpps: Sequence[float], values: Sequence[float], colour: Any, label: str | None) -> None:
     ax.plot(mpps, values, color=colour, marker=".", ms=4, label=label, **CONTROL_STYLE)
 
 
@@ -83,15 +83,15 @@ def plot_rankme_profile(record: Mapping[str, Any], path: str | os.PathLike[str],
         return skipped_figure(record, path, f"RankMe: {record['model']}")
     mpps, values = rankme_points(record)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    _profile(ax, mpps, values, "RankMe (measured)", "C0")
+    profile(ax, mpps, values, "RankMe (measured)", "C0")
     if _ok(control):
-        _control_line(ax, *rankme_points(control), "C0", CONTROL_LABEL)
+        control_line(ax, *rankme_points(control), "C0", CONTROL_LABEL)
     if sampler and sampler.get("grid") and sampler.get("I"):
         grid, quality = np.asarray(sampler["grid"], float), np.asarray(sampler["I"], float)
         ax.plot(grid, rescale(quality, max(values)), "--", color="C3", lw=1.2,
                 label=f"predicted I(y), {sampler.get('strategy')} (× max RankMe / max I)")
     result = record["result"]
-    _mpp_axis(ax, sorted(set(mpps) | {float(k) for k in result.get("left_out", {})}))
+    mpp_axis(ax, sorted(set(mpps) | {float(k) for k in result.get("left_out", {})}))
     ax.set_ylabel(rankme_label(record))
     n = sorted(set(result["n"].values()))
     ax.set_title(f"{record['model']}\nN = {', '.join(map(str, n))} tiles ({result['rows']})", fontsize=9)
@@ -121,11 +121,11 @@ def plot_probe_curves(record: Mapping[str, Any], path: str | os.PathLike[str],
             std = np.array([c["std"] or 0.0 for c in cells], float)
             ax.fill_between(mpps, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
             knn = "kNN (k chosen on dev)" if record.get("protocol") == "cms" else "kNN (k = 20)"
-            _profile(ax, mpps, mean, knn if probe == "knn" else "linear probe", colour)
+            profile(ax, mpps, mean, knn if probe == "knn" else "linear probe", colour)
             if _ok(control):
-                _control_line(ax, *_probe_means(control, probe, score), colour,
-                              f"{'kNN' if probe == 'knn' else 'linear'} at initialisation (control)")
-        _mpp_axis(ax, mpps)
+                control_line(ax, *_probe_means(control, probe, score), colour,
+                             f"{'kNN' if probe == 'knn' else 'linear'} at initialisation (control)")
+        mpp_axis(ax, mpps)
         ax.set_title(score.replace("_", " "), fontsize=9)
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("test score (mean ± std over splits)")

@@ -21,10 +21,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from magflow.atomic import atomic_path
 from magflow.defaults import default
 from magflow.embed.control import control_of
-from magflow.pages import escape, notes, page, table
+from magflow.pages import escape, notes, table, write_page
 from magflow.tsv import write_tsv
 
 SCORES = (("S_pos", "s_pos"), ("S_neg^same", "s_neg_same"), ("S_neg^diff", "s_neg_diff"))
@@ -179,10 +178,7 @@ def write_mad_tables(records: Mapping[str, str | os.PathLike[str]], tsv: str | o
     t5_caption = ("Table 5: tile-based segmentation of the test slides by one probe trained at 10×, applied at "
                   "every magnification on its own grid: mIoU, Dice and pixel accuracy over the labelled pixels "
                   "covered; consistency % = 100 · mIoU(40×) / mIoU(10×)")
-    document = page("MAD evaluation: Tables 3, 4 and 5", intro,
-                    "<h2>Table 3</h2>", table(t3, t3_caption), notes(n3),
-                    "<h2>Table 4</h2>", table(t4, t4_caption, warn_key="note"), notes(n4),
-                    "<h2>Table 5</h2>", table(t5, t5_caption), notes(n5))
-    with atomic_path(html_out) as tmp:
-        tmp.write_text(document)
-    return Path(html_out)
+    return write_page(html_out, "MAD evaluation: Tables 3, 4 and 5", intro,
+                      "<h2>Table 3</h2>", table(t3, t3_caption), notes(n3),
+                      "<h2>Table 4</h2>", table(t4, t4_caption, warn_key="note"), notes(n4),
+                      "<h2>Table 5</h2>", table(t5, t5_caption), notes(n5))

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from magflow.embed.control import control_of
 from magflow.plotting import plt, save
-from magflow.report.figures import (CONTROL_LABEL, _control_line, _mpp_axis, _profile, rankme_label, rankme_points,
+from magflow.evaluate.record import read_record
+from magflow.report.figures import (CONTROL_LABEL, control_line, mpp_axis, profile, rankme_label, rankme_points,
                                     skipped_figure)
 
 
@@ -27,15 +26,15 @@ def plot_rankme_comparison(records: Mapping[str, Mapping[str, Any]], path: str |
         mpps, values = rankme_points(record)
         all_mpps |= set(mpps)
         if model in paired:
-            _control_line(ax, mpps, values, colours[str(control_of(model))], None if labelled else
-                          "dashed: " + CONTROL_LABEL)
+            control_line(ax, mpps, values, colours[str(control_of(model))], None if labelled else
+                         "dashed: " + CONTROL_LABEL)
             labelled = True
         else:
-            _profile(ax, mpps, values, model, colours[model])
+            profile(ax, mpps, values, model, colours[model])
     if not all_mpps:
         plt.close(fig)
         return skipped_figure({"reason": "no model has a RankMe profile"}, path, "RankMe profiles")
-    _mpp_axis(ax, sorted(all_mpps))
+    mpp_axis(ax, sorted(all_mpps))
     ax.set_ylabel(" / ".join(sorted({rankme_label(r) for r in records.values() if r["status"] == "ok"})))
     ax.set_title("RankMe profiles of all models", fontsize=10)
     ax.legend(fontsize=6, loc="best")
@@ -44,5 +43,5 @@ def plot_rankme_comparison(records: Mapping[str, Mapping[str, Any]], path: str |
 
 def plot_rankme_comparison_files(paths: Sequence[str | os.PathLike[str]], path: str | os.PathLike[str]) -> None:
     """:func:`plot_rankme_comparison` of the RankMe records at ``paths`` (named by their models)."""
-    records = [json.loads(Path(p).read_text()) for p in paths]
+    records = [read_record(p) for p in paths]
     plot_rankme_comparison({r["model"]: r for r in records}, path)

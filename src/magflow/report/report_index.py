@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from magflow import provenance
-from magflow.atomic import atomic_path
 from magflow.embed.control import control_name
-from magflow.pages import escape, figure, fmt, grid, page, preformatted, table
+from magflow.pages import escape, figure, fmt, grid, preformatted, table, write_page
 from magflow.report.evaluation_figures import model_card, read_records
 from magflow.report.names import FIGURES, TABLE_FILES
 from magflow.report.tables import model_table
@@ -224,6 +223,4 @@ def write_index(out: str | os.PathLike[str], models: Sequence[str], comparison: 
                   "at initialisation)"), "<h2 id='models'>Models side by side</h2>",
             side_by_side(models, figures), *_mad(mad), *_slide_level(slide_level), *_benchmarks(benchmarks),
             provenance_block(models, records, config, manifests, slide_table, cards)]
-    with atomic_path(out) as tmp:
-        tmp.write_text(page("magflow - evaluation report", *body))
-    return Path(out)
+    return write_page(out, "magflow - evaluation report", *body)

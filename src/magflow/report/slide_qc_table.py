@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from magflow.atomic import atomic_path
-from magflow.pages import escape, page, table
+from magflow.pages import escape, table, write_page
 from magflow.preprocess.mask_store import mask_summary
 from magflow.tsv import write_tsv
 
@@ -26,6 +25,5 @@ def write_slide_table(mask_paths: Sequence[str | os.PathLike[str]], tsv_path: st
                   "Their tiles are not extracted; the warnings column says what was measured. Set "
                   "<code>brightfield_check</code> to <code>off</code> in a slide's sheet row to accept it "
                   "deliberately.</p>")
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(page("magflow - slides", intro, table(rows, "Slides and tissue", warn_key="warnings")))
+    write_page(html_path, "magflow - slides", intro, table(rows, "Slides and tissue", warn_key="warnings"))
     return rows
