@@ -41,7 +41,7 @@ def mpp_axis(ax: plt.Axes, mpps: Sequence[float]) -> None:
     ax.set_xlabel("mpp (µm/px): solid = standard, dotted = intermediate")
 
 
-def profile(ax: plt.Axes, mpps: Sequence[float], values: Sequence[float], label: str, colour: Any) -> None:
+def profile_line(ax: plt.Axes, mpps: Sequence[float], values: Sequence[float], label: str, colour: Any) -> None:
     ax.plot(mpps, values, color=colour, lw=1.5, label=label)
     for m, v in zip(mpps, values):
         ax.plot(m, v, "o", color=colour, mfc=colour if is_standard(m) else "white", ms=6)
@@ -83,7 +83,7 @@ def plot_rankme_profile(record: Mapping[str, Any], path: str | os.PathLike[str],
         return skipped_figure(record, path, f"RankMe: {record['model']}")
     mpps, values = rankme_points(record)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    profile(ax, mpps, values, "RankMe (measured)", "C0")
+    profile_line(ax, mpps, values, "RankMe (measured)", "C0")
     if _ok(control):
         control_line(ax, *rankme_points(control), "C0", CONTROL_LABEL)
     if sampler and sampler.get("grid") and sampler.get("I"):
@@ -121,7 +121,7 @@ def plot_probe_curves(record: Mapping[str, Any], path: str | os.PathLike[str],
             std = np.array([c["std"] or 0.0 for c in cells], float)
             ax.fill_between(mpps, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
             knn = "kNN (k chosen on dev)" if record.get("protocol") == "cms" else "kNN (k = 20)"
-            profile(ax, mpps, mean, knn if probe == "knn" else "linear probe", colour)
+            profile_line(ax, mpps, mean, knn if probe == "knn" else "linear probe", colour)
             if _ok(control):
                 control_line(ax, *_probe_means(control, probe, score), colour,
                              f"{'kNN' if probe == 'knn' else 'linear'} at initialisation (control)")

@@ -9,7 +9,7 @@ from typing import Any
 from magflow.embed.control import control_of
 from magflow.plotting import plt, save
 from magflow.evaluate.record import read_record
-from magflow.report.figures import (CONTROL_LABEL, control_line, mpp_axis, profile, rankme_label, rankme_points,
+from magflow.report.figures import (CONTROL_LABEL, control_line, mpp_axis, profile_line, rankme_label, rankme_points,
                                     skipped_figure)
 
 
@@ -30,7 +30,7 @@ def plot_rankme_comparison(records: Mapping[str, Mapping[str, Any]], path: str |
                          "dashed: " + CONTROL_LABEL)
             labelled = True
         else:
-            profile(ax, mpps, values, model, colours[model])
+            profile_line(ax, mpps, values, model, colours[model])
     if not all_mpps:
         plt.close(fig)
         return skipped_figure({"reason": "no model has a RankMe profile"}, path, "RankMe profiles")
